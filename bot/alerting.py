@@ -1,0 +1,37 @@
+"""Turning an alert row of the outbox into the text officers read, at delivery time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.i18n import Catalogues
+from handlers.alerts import AlertEvent, render_alert
+from storage.interfaces import Store
+from storage.records import OutboxItem, Tip
+
+
+@dataclass(frozen=True)
+class ComposedAlert:
+    tip: Tip
+    event: AlertEvent
+    text: str
+
+
+class AlertComposer:
+    def __init__(self, store: Store, catalogues: Catalogues, language: str = "en", full_details: bool = False) -> None:
+        self.store = store
+        self.catalogues = catalogues
+        self.language = language
+        self.full_details = full_details
+
+    async def compose(self, item: OutboxItem) -> ComposedAlert | None:
+        """None when the tip no longer exists (purged): there is nothing left to say."""
+        tip = await self.store.tips.get(item.payload["tip_id"])
+        if tip is None:
+            return None
+        event = AlertEvent(item.payload["event"])
+        additions: tuple[str, ...] = ()
+        if event is AlertEvent.ADDITION and self.full_details:
+            additions = tuple(f.text for f in await self.store.followups.for_tip(tip.id) if f.author == "tipster")
+        text = render_alert(self.catalogues, self.language, tip, event, full_details=self.full_details, additions=additions)
+        return ComposedAlert(tip, event, text)

@@ -1,0 +1,73 @@
+"""The local console channel (``python main.py chat``): lines from standard input, replies on
+standard output, officer alerts on standard error, clearly marked as the officer side.
+
+One local sender ("console" | "local"), so running ``chat`` again on the same data directory
+resumes an unfinished draft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TextIO
+
+from bot.alerting import AlertComposer
+from bot.engine import Engine
+from bot.messages import InboundKind, InboundMessage, OutboundMessage
+from storage.crypto import Cipher
+from storage.records import OutboxItem
+
+CHANNEL = "console"
+LOCAL_ID = "local"
+
+
+class ConsoleSink:
+    """Officer alerts for local use: printed, framed, on standard error."""
+
+    def __init__(self, composer: AlertComposer, stream: TextIO | None = None) -> None:
+        self.composer = composer
+        self.stream = stream
+
+    async def deliver(self, item: OutboxItem, target: str) -> None:
+        alert = await self.composer.compose(item)
+        if alert is None:
+            return
+        stream = self.stream or sys.stderr
+        body = "\n".join(f"  | {line}" for line in alert.text.splitlines())
+        stream.write(f"\n  +-- OFFICER ALERT ----------------------------\n{body}\n  +---------------------------------------------\n\n")
+        stream.flush()
+
+
+def render(reply: OutboundMessage) -> str:
+    return reply.text
+
+
+class ConsoleChannel:
+    def __init__(self, engine: Engine, cipher: Cipher, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+        self.engine = engine
+        self.sender = cipher.pseudonym(CHANNEL, LOCAL_ID)
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.interactive = self.stdin.isatty()
+
+    def _print(self, replies: list[OutboundMessage]) -> None:
+        for reply in replies:
+            self.stdout.write(render(reply) + "\n\n")
+        self.stdout.flush()
+
+    async def run(self) -> None:
+        """Talk until end of input (Ctrl-D, or the end of a pipe)."""
+        self._print(await self.engine.open_conversation(InboundMessage(CHANNEL, self.sender, kind=InboundKind.START)))
+        while True:
+            if self.interactive:
+                self.stdout.write("> ")
+                self.stdout.flush()
+            line = await asyncio.to_thread(self.stdin.readline)
+            if not line:
+                return
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if not self.interactive:
+                self.stdout.write(f"> {line}\n")
+            self._print(await self.engine.handle(InboundMessage(CHANNEL, self.sender, line)))

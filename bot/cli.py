@@ -1,0 +1,159 @@
+"""The command-line commands behind ``main.py`` (chat, serve, keygen, tips, purge)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+from bot.runtime import Runtime, load_or_create_keyring
+from bot.settings import Settings
+from storage.crypto import Cipher, KeyRing
+from storage.records import OPEN_STATUSES, Tip
+from storage.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+async def chat(settings: Settings) -> int:
+    from bot.channels.console import ConsoleChannel
+
+    runtime = await Runtime.open(settings)
+    try:
+        await ConsoleChannel(runtime.engine, runtime.cipher).run()
+        # The session ends at end of input: deliver the alerts it raised before leaving.
+        await runtime.worker.drain()
+    finally:
+        await runtime.close()
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from bot.web import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our handlers (with the redaction filter)
+        access_log=False,  # request lines add nothing an officer needs and could expose timing
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+async def keygen(settings: Settings, *, rotate: bool) -> int:
+    path = settings.resolved_keys_file
+    if not rotate:
+        if path.exists():
+            print(f"tipline: {path} already exists; use --rotate to rotate keys", file=sys.stderr)
+            return 2
+        KeyRing.generate().save(path)
+        print(f"key ring written to {path} (mode 0600). Back it up apart from the database.")
+        return 0
+    ring = KeyRing.load(path).rotated()
+    store = await SqliteStore.open(settings.data_dir, Cipher(ring))
+    try:
+        ring.save(path)  # only after the new ring opened the database (same pepper)
+        changed = await store.reencrypt_all()
+    finally:
+        await store.close()
+    print(f"new active key {ring.active_key_id}; {changed} values re-encrypted")
+    return 0
+
+
+def add_tip_commands(commands: argparse._SubParsersAction) -> None:
+    tips = commands.add_parser("tips", help="list, show or export tips (decrypted)")
+    actions = tips.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="open tips, urgent first")
+    listing.add_argument("--all", action="store_true", help="include closed and withdrawn tips")
+    show = actions.add_parser("show", help="one tip in full")
+    show.add_argument("case", help="case number, e.g. 26-0001")
+    export = actions.add_parser("export", help="all tips, decrypted, for the unit's case system")
+    export.add_argument("--format", choices=("json", "csv"), default="json")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    commands.add_parser("purge", help="apply retention now")
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if timestamp else ""
+
+
+def _flags(tip: Tip) -> str:
+    return " ".join(f for f, on in (("URGENT", tip.urgent), ("MINOR", tip.minor), ("INCOMPLETE", not tip.complete)) if on)
+
+
+def tip_record(tip: Tip, followups: list) -> dict:
+    return {
+        "case": tip.case_number,
+        "status": tip.status.value,
+        "urgent": tip.urgent,
+        "minor": tip.minor,
+        "complete": tip.complete,
+        "channel": tip.channel,
+        "language": tip.language,
+        "accepts_replies": tip.contact_ok,
+        "created": _when(tip.created_at),
+        "updated": _when(tip.updated_at),
+        "answers": tip.answers,
+        "followups": [{"author": f.author, "at": _when(f.created_at), "text": f.text} for f in followups],
+    }
+
+
+async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
+    cipher = Cipher(load_or_create_keyring(settings, allow_create=False))
+    store = await SqliteStore.open(settings.data_dir, cipher)
+    try:
+        if args.command == "purge":
+            from bot.retention import purge
+
+            report = await purge(store, settings, time.time())
+            print(", ".join(f"{name}: {count}" for name, count in report.items()))
+            return 0
+        if args.action == "list":
+            statuses = None if args.all else OPEN_STATUSES
+            for tip in await store.tips.list(statuses, limit=1000):
+                print(f"{tip.case_number}  {tip.status.value:<12} {_when(tip.created_at)}  {tip.channel:<9} {_flags(tip)}")
+            return 0
+        if args.action == "show":
+            tip = await store.tips.by_case(args.case)
+            if tip is None:
+                print(f"tipline: no case {args.case}", file=sys.stderr)
+                return 1
+            print(json.dumps(tip_record(tip, await store.followups.for_tip(tip.id)), indent=2, ensure_ascii=False))
+            return 0
+        records = [tip_record(t, await store.followups.for_tip(t.id)) for t in await store.tips.list(None, limit=1_000_000)]
+        text = _export(records, args.format)
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    finally:
+        await store.close()
+
+
+def _export(records: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    out = io.StringIO()
+    columns = ["case", "status", "urgent", "minor", "complete", "channel", "language", "accepts_replies", "created", "updated"]
+    answer_columns = ["danger", "role", "kind", "minors", "where", "when", "details", "contact"]
+    writer = csv.writer(out)
+    writer.writerow(columns + answer_columns + ["followups"])
+    for r in records:
+        answers = [r["answers"].get(a) for a in answer_columns]
+        answers = [" / ".join(a) if isinstance(a, list) else ("" if a is None else a) for a in answers]
+        followups = " / ".join(f"{f['author']}: {f['text']}" for f in r["followups"])
+        writer.writerow([r[c] for c in columns] + answers + [followups])
+    return out.getvalue()
+

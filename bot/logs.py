@@ -1,0 +1,54 @@
+"""Logging that cannot leak: a filter on every handler masks what looks like a phone number, a
+bot token or an e-mail address, and chatty third-party loggers (which print request URLs with
+tokens, or request bodies) are held at WARNING. Tipline's own log lines name tips by case number
+and senders by an 8-character pseudonym prefix, never by content."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+_PATTERNS = (
+    (re.compile(r"bot\d{5,}:[A-Za-z0-9_-]{20,}"), "bot****"),  # Telegram token inside a URL
+    (re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b"), "****"),  # a bare Telegram token
+    (re.compile(r"\b(AC|SM|MM)[0-9a-fA-F]{32}\b"), r"\1****"),  # Twilio account / message sids
+    (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "****@****"),
+    (re.compile(r"(?<![\w-])\+?\d[\d ().-]{7,}\d(?![\w-])"), "****"),  # phone-like numbers
+)
+# Libraries that log URLs (with the bot token) or request bodies (with phone numbers) at INFO/DEBUG.
+_QUIET = ("httpx", "httpcore", "telegram", "twilio", "twilio.http_client", "aiosqlite", "uvicorn.access", "hpack")
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = redact(message), None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def setup_logging(level: str = "INFO", stream=None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def protect_handler(handler: logging.Handler) -> None:
+    """Add the redaction filter to a handler made elsewhere (uvicorn's, a test's)."""
+    if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+        handler.addFilter(RedactingFilter())

@@ -1,0 +1,31 @@
+"""Retention: what is deleted, and when (``python main.py purge`` and a daily job in ``serve``).
+
+SQLite's ``secure_delete`` is on, so deleted rows are overwritten, not just unlinked.
+"""
+
+from __future__ import annotations
+
+from bot.settings import Settings
+from storage.interfaces import Store
+from storage.records import TipStatus
+
+DAY = 86400.0
+
+
+async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
+    keep = settings.retention
+    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0}
+    closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=1_000_000)
+    async with store.transaction() as tx:
+        for tip in closed:
+            if (tip.closed_at or tip.updated_at) < now - keep.closed_tip_days * DAY:
+                await tx.followups.delete_for_tip(tip.id)
+                await tx.tips.delete(tip.id)
+                removed["closed tips"] += 1
+            elif tip.contact_address is not None:
+                tip.contact_address = None  # a closed case is never replied to
+                await tx.tips.save(tip)
+                removed["contact addresses"] += 1
+        removed["outbox rows"] = await tx.outbox.delete_delivered_before(now - keep.delivered_outbox_days * DAY)
+        removed["provider ids"] = await tx.processed.purge_before(now - keep.processed_id_days * DAY)
+    return removed

@@ -1,0 +1,111 @@
+"""Everything a running Tipline owns, opened in order and closed in reverse.
+
+``Runtime.open`` is used by ``chat`` and by the web app's lifespan: key ring → database → engine →
+outbox worker → channels. Settings are parsed once (``main.py``) and passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bot.alerting import AlertComposer
+from bot.channels.console import ConsoleSink
+from bot.engine import Engine
+from bot.i18n import Catalogues
+from bot.outbox import OutboxWorker, Sink
+from bot.settings import Settings
+from handlers.flow import FlowError, validate_flow
+from handlers.turn import ConversationConfig
+from storage.crypto import Cipher, KeyRing, KeyRingError
+from storage.sqlite import DB_FILENAME, SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+def load_or_create_keyring(settings: Settings, *, allow_create: bool) -> KeyRing:
+    """The key ring from its file. On a first local run (no key file and no database yet) a new
+    one is generated with a warning; with existing data and no key file, refuse: new keys would
+    make the data unreadable."""
+    path = settings.resolved_keys_file
+    if path.exists():
+        return KeyRing.load(path)
+    if not allow_create:
+        raise KeyRingError(f"key ring file {path} does not exist (run: python main.py keygen)")
+    if (settings.data_dir / DB_FILENAME).exists():
+        raise KeyRingError(
+            f"key ring file {path} is missing but {settings.data_dir / DB_FILENAME} exists; "
+            "restore the key file (without it the data cannot be read)"
+        )
+    ring = KeyRing.generate()
+    ring.save(path)
+    log.warning("created a new key ring at %s; keep it safe and back it up apart from the database", path)
+    return ring
+
+
+def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> ConversationConfig:
+    return ConversationConfig(
+        draft_timeout_seconds=settings.draft_timeout_minutes * 60,
+        support_line=settings.support_line,
+        alert_sinks=sinks,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    cipher: Cipher
+    store: SqliteStore
+    catalogues: Catalogues
+    engine: Engine
+    composer: AlertComposer
+    worker: OutboxWorker
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, allow_create_keys: bool = True) -> Runtime:
+        catalogues = Catalogues.load()
+        problems = catalogues.problems()
+        if problems:
+            raise FlowError("message catalogues are incomplete: " + "; ".join(problems[:5]))
+        validate_flow(known_keys=catalogues.keys())
+        cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
+        store = await SqliteStore.open(Path(settings.data_dir), cipher)
+        composer = AlertComposer(store, catalogues, settings.officers.language, settings.officers.full_details)
+        worker = OutboxWorker(store, {"console": ConsoleSink(composer)})
+        engine = Engine(store, cipher, catalogues, conversation_config(settings, ("console",)), on_alerts=worker.wake)
+        return cls(settings, cipher, store, catalogues, engine, composer, worker)
+
+    def route_alerts(self, sinks: dict[str, Sink], targets: tuple[str, ...]) -> None:
+        """Channels add their sinks; officer alerts go to their targets (the console when none)."""
+        self.worker.sinks.update(sinks)
+        self.engine.config = replace(self.engine.config, alert_sinks=targets or ("console",))
+
+    def start_background(self) -> None:
+        """The outbox worker and the draft-expiry sweeper."""
+        self.tasks.append(asyncio.create_task(self.worker.run(), name="outbox"))
+        self.tasks.append(asyncio.create_task(self._sweep(), name="draft-expiry"))
+
+    async def _sweep(self, every: float = 30.0) -> None:
+        while True:
+            try:
+                await self.engine.expire_due()
+            except Exception:  # noqa: BLE001 - keep sweeping; the next pass retries
+                log.exception("draft expiry pass failed")
+            await asyncio.sleep(every)
+
+    async def close(self) -> None:
+        self.worker.stop()
+        for task in reversed(self.tasks):
+            # The worker finishes its current delivery when stopped; the sweeper is just cancelled.
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=5 if task.get_name() == "outbox" else 0)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self.tasks.clear()
+        await self.store.close()

@@ -1,0 +1,139 @@
+"""Settings, read once at start-up from the environment and an optional ``.env`` (DESIGN §5).
+
+Prefix ``TIPLINE_``, nested with ``__`` (``TIPLINE_TELEGRAM__TOKEN``). Lists are comma-separated.
+A missing or malformed setting stops start-up with one line naming it (``SettingsError``); secrets
+are ``SecretStr`` and print as ``**********``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TIPLINE_"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+CommaIntList = Annotated[list[int], NoDecode]
+
+
+class TelegramSettings(BaseModel):
+    token: SecretStr | None = None
+    api_url: str = "https://api.telegram.org"
+    webhook_secret: SecretStr | None = None
+    mode: Literal["webhook", "polling"] | None = None  # default depends on PUBLIC_URL
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram accepts 1-256 characters of A-Z a-z 0-9 _ - for secret_token.
+        if value is not None:
+            raw = value.get_secret_value()
+            if not (1 <= len(raw) <= 256) or not all(c.isascii() and (c.isalnum() or c in "_-") for c in raw):
+                raise ValueError("must be 1-256 characters of letters, digits, _ or -")
+        return value
+
+
+class TwilioSettings(BaseModel):
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    from_number: str | None = None
+    api_url: str = "https://api.twilio.com"
+    redact: bool = False  # delete each inbound message from Twilio's logs after processing
+
+    @model_validator(mode="after")
+    def _all_or_nothing(self) -> TwilioSettings:
+        given = [self.account_sid, self.auth_token, self.from_number]
+        if any(given) and not all(given):
+            missing = [n for n, v in zip(("ACCOUNT_SID", "AUTH_TOKEN", "FROM_NUMBER"), given) if not v]
+            raise ValueError(f"SMS needs all three Twilio settings; missing {', '.join('TWILIO__' + m for m in missing)}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.account_sid and self.auth_token and self.from_number)
+
+
+class OfficerSettings(BaseModel):
+    telegram_chat_ids: CommaIntList = Field(default_factory=list)
+    sms_numbers: CommaList = Field(default_factory=list)
+    language: Literal["en", "fr"] = "en"
+    full_details: bool = False  # put tip details in alerts (otherwise officers ask for them)
+
+    _split = field_validator("telegram_chat_ids", "sms_numbers", mode="before")(_split_commas)
+
+
+class RetentionSettings(BaseModel):
+    closed_tip_days: float = Field(90, gt=0)  # closed tips are deleted this long after closing
+    delivered_outbox_days: float = Field(7, gt=0)
+    processed_id_days: float = Field(7, gt=0)  # provider ids remembered for de-duplication
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./data")
+    keys_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    draft_timeout_minutes: float = Field(30, gt=0)
+    support_line: str | None = None
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    officers: OfficerSettings = Field(default_factory=OfficerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for local tests)")
+        return value.rstrip("/")
+
+    @property
+    def resolved_keys_file(self) -> Path:
+        return self.keys_file or self.data_dir / "keys.json"
+
+    @property
+    def telegram_mode(self) -> str:
+        return self.telegram.mode or ("webhook" if self.public_url else "polling")
+
+
+class SettingsError(Exception):
+    """One line per problem, naming the environment variable."""
+
+
+def _variable(location: tuple[object, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in location if not isinstance(part, int))
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"setting {_variable(error['loc'])}: {message}")
+        raise SettingsError("\n".join(lines)) from None

@@ -1,0 +1,95 @@
+"""Officer alerts: queued in the outbox inside the tip's own transaction, rendered at delivery.
+
+An alert row holds only the event and the tip id; the text is rendered from the tip when it is
+sent, in the officers' language, so an alert never carries more than the deployment allows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import Enum
+
+from bot.i18n import Catalogues
+from handlers.flow import BY_ID, REPORT_STEPS, StepKind
+from storage.interfaces import Repositories
+from storage.records import OutboxItem, OutboxStatus, Tip
+
+
+class AlertEvent(str, Enum):
+    URGENT = "urgent"
+    NEW = "new"
+    INCOMPLETE = "incomplete"
+    WITHDRAWN = "withdrawn"
+    ADDITION = "addition"
+
+
+_TITLE_KEYS = {
+    AlertEvent.URGENT: "alert.urgent",
+    AlertEvent.NEW: "alert.new",
+    AlertEvent.INCOMPLETE: "alert.incomplete",
+    AlertEvent.WITHDRAWN: "alert.withdrawn",
+    AlertEvent.ADDITION: "alert.addition",
+}
+
+
+async def enqueue_alert(tx: Repositories, tip: Tip, event: AlertEvent, sinks: tuple[str, ...], now: float) -> int:
+    priority = 2 if tip.urgent else 1 if tip.minor else 0
+    for sink in sinks:
+        await tx.outbox.add(
+            OutboxItem(
+                id=uuid.uuid4().hex,
+                sink=sink,
+                payload={"kind": "alert", "event": event.value, "tip_id": tip.id},
+                status=OutboxStatus.PENDING,
+                attempts=0,
+                next_at=now,
+                created_at=now,
+                priority=priority,
+            )
+        )
+    return len(sinks)
+
+
+def answer_label(catalogues: Catalogues, language: str, step_id: str, answer: object) -> str:
+    """The localised words for a recorded answer ("-" when skipped)."""
+    if answer in (None, "", []):
+        return catalogues.text(language, "summary.skipped")
+    step = BY_ID[step_id]
+    if step.kind is StepKind.CHOICE:
+        option = next((o for o in step.options if o.answer == answer), None)
+        return catalogues.text(language, option.label_key) if option else str(answer)
+    if isinstance(answer, list):
+        return " / ".join(str(a) for a in answer)
+    return str(answer)
+
+
+def render_alert(
+    catalogues: Catalogues, language: str, tip: Tip, event: AlertEvent, *, full_details: bool, additions: tuple[str, ...] = ()
+) -> str:
+    """Plain text; channels escape it for their own markup."""
+    t = catalogues.text
+    lines = [t(language, _TITLE_KEYS[event], case=tip.case_number)]
+    flags = [t(language, "alert.flag.urgent")] if tip.urgent else []
+    if tip.minor:
+        flags.append(t(language, "alert.flag.minor"))
+    if flags:
+        lines.append(" · ".join(flags))
+    if event is AlertEvent.WITHDRAWN:
+        return "\n".join(lines)
+    if event is AlertEvent.ADDITION:
+        if full_details:
+            lines.extend(f"+ {text}" for text in additions)
+        else:
+            lines.append(t(language, "alert.details_hidden", case=tip.case_number))
+        return "\n".join(lines)
+    for step in REPORT_STEPS:
+        if step.id in ("details", "contact", "danger") and not (step.id == "details" and full_details):
+            continue
+        if step.id not in tip.answers and step.id != "details":
+            continue
+        lines.append(f"{t(language, step.summary_key)}: {answer_label(catalogues, language, step.id, tip.answers.get(step.id))}")
+    if not full_details and tip.answers.get("details"):
+        lines.append(t(language, "alert.details_hidden", case=tip.case_number))
+    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {tip.language}")
+    lines.append(t(language, "alert.contact.yes" if tip.contact_ok else "alert.contact.no"))
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Tipline's composition root: parse the command, build the settings, start things.
+
+    python main.py chat            talk to the bot in this terminal (stdin → replies on stdout)
+    python main.py serve           web server: webhooks, channels, outbox worker
+    python main.py keygen          create the key ring (``--rotate`` to rotate and re-encrypt)
+    python main.py flow            print the conversation as a Mermaid diagram
+    python main.py tips …          list / show / export tips (see ``tips --help``)
+    python main.py purge           apply the retention rules now
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.settings import Settings, SettingsError, load_settings
+from storage.crypto import DecryptionError, KeyRingError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tipline", description="Anonymous tip line over SMS and Telegram.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", help="run the web server, channels and outbox worker")
+    commands.add_parser("chat", help="talk to the bot in this terminal (works piped; ends at end of input)")
+    keygen = commands.add_parser("keygen", help="create the key ring file (0600)")
+    keygen.add_argument("--rotate", action="store_true", help="add a new active key and re-encrypt all data")
+    commands.add_parser("flow", help="print the conversation flow as a Mermaid diagram")
+    from bot.cli import add_tip_commands
+
+    add_tip_commands(commands)
+    return parser
+
+
+def _chat_log_level(settings: Settings) -> str:
+    # The conversation is on stdout and alerts on stderr; routine INFO lines would drown them.
+    return settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+
+
+def run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "flow":
+        from handlers.flow import flow_diagram
+
+        print(flow_diagram())
+        return 0
+    settings = load_settings()
+    from bot.logs import setup_logging
+
+    if args.command == "chat":
+        setup_logging(_chat_log_level(settings))
+        from bot.cli import chat
+
+        return asyncio.run(chat(settings))
+    setup_logging(settings.log_level)
+    if args.command == "serve":
+        from bot.cli import serve
+
+        return serve(settings)
+    if args.command == "keygen":
+        from bot.cli import keygen
+
+        return asyncio.run(keygen(settings, rotate=args.rotate))
+    from bot.cli import run_tip_command
+
+    return asyncio.run(run_tip_command(settings, args))
+
+
+def main() -> None:
+    try:
+        code = run(sys.argv[1:])
+    except SettingsError as exc:
+        print(f"tipline: {exc}", file=sys.stderr)
+        code = 2
+    except (KeyRingError, DecryptionError) as exc:
+        print(f"tipline: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""All of Tipline's cryptography, in one place.
+
+* Encryption at rest: AES-256-GCM in a versioned envelope that names the key that sealed it, with
+  associated data binding each ciphertext to its table, column and row (a ciphertext copied into
+  another row or column fails to open).
+* Pseudonyms: HMAC-SHA256 over ``channel | provider id`` with a pepper that never leaves the key
+  ring, so the database alone cannot be searched for a phone number or a Telegram id.
+* Lookup hashes for receipts (the tipster's secret code) with the same pepper, so a stolen database
+  cannot be brute-forced offline.
+
+The key ring lives outside the database: a JSON file (0600) or the content of an environment
+variable. Rotation adds a new active key and keeps the old ones so existing rows still open; rows
+are then re-encrypted under the active key (``storage.rekey``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ENVELOPE_VERSION = 1
+KEYRING_FORMAT = "tipline-keyring/1"
+_NONCE_BYTES = 12
+_AAD_PREFIX = b"tipline/v1"
+
+
+class KeyRingError(Exception):
+    """The key ring is missing, malformed, or does not match the data."""
+
+
+class DecryptionError(Exception):
+    """A ciphertext did not open: wrong key, wrong row, or tampered bytes.
+
+    The message never contains plaintext or key material."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise KeyRingError(f"key ring: {what} is not valid base64") from exc
+
+
+def _new_key_id() -> str:
+    return f"k{datetime.now(timezone.utc):%Y%m%d}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    active_key_id: str
+    keys: dict[str, bytes] = field(repr=False)
+    pepper: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.active_key_id not in self.keys:
+            raise KeyRingError("key ring: the active key id is not among the keys")
+        for key_id, key in self.keys.items():
+            if len(key) != 32:
+                raise KeyRingError(f"key ring: key {key_id!r} is not 32 bytes (AES-256)")
+            if not key_id.isascii() or not 0 < len(key_id) < 64:
+                raise KeyRingError("key ring: key ids are short ASCII names")
+        if len(self.pepper) < 32:
+            raise KeyRingError("key ring: the pepper must be at least 32 bytes")
+
+    @classmethod
+    def generate(cls) -> KeyRing:
+        key_id = _new_key_id()
+        return cls(key_id, {key_id: AESGCM.generate_key(bit_length=256)}, secrets.token_bytes(32))
+
+    def rotated(self) -> KeyRing:
+        """A new ring whose active key is fresh; old keys stay so old rows still open.
+
+        The pepper does not change: pseudonyms and receipt hashes must stay stable."""
+        key_id = _new_key_id()
+        while key_id in self.keys:
+            key_id = _new_key_id()
+        keys = dict(self.keys)
+        keys[key_id] = AESGCM.generate_key(bit_length=256)
+        return KeyRing(key_id, keys, self.pepper)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": KEYRING_FORMAT,
+                "active": self.active_key_id,
+                "keys": {k: _b64(v) for k, v in self.keys.items()},
+                "pepper": _b64(self.pepper),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> KeyRing:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise KeyRingError("key ring: not valid JSON") from exc
+        if not isinstance(data, dict) or data.get("format") != KEYRING_FORMAT:
+            raise KeyRingError(f"key ring: expected format {KEYRING_FORMAT!r}")
+        keys = data.get("keys")
+        if not isinstance(keys, dict) or not keys:
+            raise KeyRingError("key ring: no keys")
+        return cls(
+            str(data.get("active")),
+            {str(k): _unb64(str(v), f"key {k!r}") for k, v in keys.items()},
+            _unb64(str(data.get("pepper", "")), "pepper"),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> KeyRing:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise KeyRingError(f"key ring file {path} does not exist (run: python main.py keygen)") from exc
+        except OSError as exc:
+            raise KeyRingError(f"key ring file {path} cannot be read: {exc.strerror}") from exc
+        return cls.from_json(text)
+
+    def save(self, path: Path) -> None:
+        """Write atomically, readable by the owner only (0600) from the first byte."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def fingerprint(self) -> str:
+        """A value stored in the database to detect a key ring that belongs to other data.
+
+        Derived from the pepper (which never rotates), so it is stable across key rotation and
+        reveals nothing about the keys."""
+        return hmac.new(self.pepper, b"tipline/keyring-fingerprint", hashlib.sha256).hexdigest()[:32]
+
+
+def associated_data(table: str, column: str, row: str) -> bytes:
+    parts = [_AAD_PREFIX, table.encode(), column.encode(), row.encode()]
+    # Length-prefix each part so ("a", "bc") and ("ab", "c") can never collide.
+    return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+
+
+class Cipher:
+    """Seals and opens values for one (table, column, row) slot, and makes pseudonyms."""
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self._ring = keyring
+        self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
+
+    @property
+    def active_key_id(self) -> str:
+        return self._ring.active_key_id
+
+    def encrypt(self, plaintext: bytes, *, table: str, column: str, row: str, nonce: bytes | None = None) -> bytes:
+        """Envelope = version | key id length | key id | nonce | ciphertext+tag.
+
+        ``nonce`` is for known-answer tests only; in use it is always random (96 bits)."""
+        key_id = self._ring.active_key_id.encode("ascii")
+        nonce = nonce if nonce is not None else os.urandom(_NONCE_BYTES)
+        sealed = self._aead[self._ring.active_key_id].encrypt(nonce, plaintext, associated_data(table, column, row))
+        return bytes([ENVELOPE_VERSION, len(key_id)]) + key_id + nonce + sealed
+
+    def decrypt(self, envelope: bytes, *, table: str, column: str, row: str) -> bytes:
+        key_id, nonce, sealed = self._split(envelope)
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise DecryptionError(f"sealed with key {key_id!r}, which is not in the key ring")
+        try:
+            return aead.decrypt(nonce, sealed, associated_data(table, column, row))
+        except InvalidTag:
+            raise DecryptionError(f"{table}.{column} did not open: wrong key, wrong row or tampered") from None
+
+    def encrypt_json(self, value: object, *, table: str, column: str, row: str) -> bytes:
+        data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return self.encrypt(data, table=table, column=column, row=row)
+
+    def decrypt_json(self, envelope: bytes, *, table: str, column: str, row: str) -> object:
+        return json.loads(self.decrypt(envelope, table=table, column=column, row=row))
+
+    def key_id_of(self, envelope: bytes) -> str:
+        return self._split(envelope)[0]
+
+    def needs_reencryption(self, envelope: bytes) -> bool:
+        return self.key_id_of(envelope) != self._ring.active_key_id
+
+    @staticmethod
+    def _split(envelope: bytes) -> tuple[str, bytes, bytes]:
+        if len(envelope) < 2 or envelope[0] != ENVELOPE_VERSION:
+            raise DecryptionError("not a Tipline envelope (unknown version)")
+        id_len = envelope[1]
+        start = 2 + id_len
+        if len(envelope) < start + _NONCE_BYTES + 16:
+            raise DecryptionError("envelope is truncated")
+        key_id = envelope[2:start].decode("ascii", errors="replace")
+        return key_id, envelope[start : start + _NONCE_BYTES], envelope[start + _NONCE_BYTES :]
+
+    # --- pseudonyms and lookups -------------------------------------------------------------
+
+    def pseudonym(self, channel: str, provider_id: str) -> str:
+        """The only name a sender has in Tipline: HMAC-SHA256(pepper, channel | provider id)."""
+        message = f"{channel}|{provider_id}".encode("utf-8")
+        return hmac.new(self._ring.pepper, message, hashlib.sha256).hexdigest()
+
+    def lookup_hash(self, purpose: str, value: str) -> str:
+        """Keyed hash for finding a row by a secret value (a receipt) without storing it."""
+        message = f"lookup|{purpose}|{value}".encode("utf-8")
+        return hmac.new(self._ring.pepper, message, hashlib.sha256).hexdigest()
+
+    def fingerprint(self) -> str:
+        return self._ring.fingerprint()
+
+
+def chain_hash(previous: str, record: str) -> str:
+    """Hash chaining for the audit log: each row commits to the one before it."""
+    return hashlib.sha256(f"{previous}\n{record}".encode("utf-8")).hexdigest()
+
+
+def random_digits(count: int) -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(count))
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

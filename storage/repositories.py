@@ -1,0 +1,269 @@
+"""SQLite repositories. Each is bound to one connection: the store's read-only reader, or the
+writer inside a transaction. Encrypted columns are sealed with associated data naming their table,
+column and row, so a value copied into another row does not open."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import aiosqlite
+
+from storage.crypto import Cipher, chain_hash
+from storage.records import AuditEntry, Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
+
+GENESIS_HASH = "0" * 64
+
+
+class _Repository:
+    def __init__(self, conn: aiosqlite.Connection, cipher: Cipher | None = None) -> None:
+        self._conn = conn
+        self._cipher = cipher
+
+    async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        async with self._conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        async with self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    def _seal(self, value: object, table: str, column: str, row: str) -> bytes:
+        assert self._cipher is not None
+        return self._cipher.encrypt_json(value, table=table, column=column, row=row)
+
+    def _open(self, blob: bytes, table: str, column: str, row: str) -> Any:
+        assert self._cipher is not None
+        return self._cipher.decrypt_json(blob, table=table, column=column, row=row)
+
+
+class SqliteDraftRepository(_Repository):
+    async def get(self, sender: str) -> Draft | None:
+        row = await self._one("SELECT state, updated_at, expires_at FROM drafts WHERE sender = ?", (sender,))
+        if row is None:
+            return None
+        return Draft(sender, self._open(row[0], "drafts", "state", sender), row[1], row[2])
+
+    async def save(self, draft: Draft) -> None:
+        await self._conn.execute(
+            "INSERT INTO drafts (sender, state, updated_at, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sender) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, "
+            "expires_at = excluded.expires_at",
+            (draft.sender, self._seal(draft.state, "drafts", "state", draft.sender), draft.updated_at, draft.expires_at),
+        )
+
+    async def delete(self, sender: str) -> None:
+        await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (sender,))
+
+    async def expired(self, now: float, limit: int = 100) -> list[str]:
+        rows = await self._all("SELECT sender FROM drafts WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit))
+        return [r[0] for r in rows]
+
+    async def count(self) -> int:
+        return int((await self._one("SELECT count(*) FROM drafts"))[0])
+
+
+_TIP_COLUMNS = (
+    "id, case_number, status, sender, channel, language, urgent, minor, complete, contact_ok, receipt_hash, "
+    "answers, contact, close_reason, created_at, updated_at, closed_at"
+)
+
+
+class SqliteTipRepository(_Repository):
+    def _tip(self, row: Any) -> Tip:
+        tip_id = row[0]
+        return Tip(
+            id=tip_id,
+            case_number=row[1],
+            status=TipStatus(row[2]),
+            sender=row[3],
+            channel=row[4],
+            language=row[5],
+            urgent=bool(row[6]),
+            minor=bool(row[7]),
+            complete=bool(row[8]),
+            contact_ok=bool(row[9]),
+            receipt_hash=row[10],
+            answers=self._open(row[11], "tips", "answers", tip_id),
+            contact_address=self._open(row[12], "tips", "contact", tip_id) if row[12] is not None else None,
+            close_reason=self._open(row[13], "tips", "close_reason", tip_id) if row[13] is not None else None,
+            created_at=row[14],
+            updated_at=row[15],
+            closed_at=row[16],
+        )
+
+    async def get(self, tip_id: str) -> Tip | None:
+        row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE id = ?", (tip_id,))
+        return self._tip(row) if row else None
+
+    async def by_case(self, case_number: str) -> Tip | None:
+        row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE case_number = ?", (case_number.strip().upper(),))
+        return self._tip(row) if row else None
+
+    async def by_receipt_hash(self, receipt_hash: str) -> Tip | None:
+        row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE receipt_hash = ?", (receipt_hash,))
+        return self._tip(row) if row else None
+
+    async def list(self, statuses: tuple[TipStatus, ...] | None = None, limit: int = 50) -> list[Tip]:
+        where, params = "", ()
+        if statuses:
+            where = f"WHERE status IN ({', '.join('?' * len(statuses))})"
+            params = tuple(s.value for s in statuses)
+        rows = await self._all(
+            f"SELECT {_TIP_COLUMNS} FROM tips {where} ORDER BY urgent DESC, minor DESC, created_at DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [self._tip(r) for r in rows]
+
+    async def save(self, tip: Tip) -> None:
+        contact = self._seal(tip.contact_address, "tips", "contact", tip.id) if tip.contact_address else None
+        reason = self._seal(tip.close_reason, "tips", "close_reason", tip.id) if tip.close_reason else None
+        await self._conn.execute(
+            f"INSERT OR REPLACE INTO tips ({_TIP_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+            (
+                tip.id, tip.case_number, tip.status.value, tip.sender, tip.channel, tip.language,
+                int(tip.urgent), int(tip.minor), int(tip.complete), int(tip.contact_ok), tip.receipt_hash,
+                self._seal(tip.answers, "tips", "answers", tip.id), contact, reason,
+                tip.created_at, tip.updated_at, tip.closed_at,
+            ),
+        )  # fmt: skip
+
+    async def delete(self, tip_id: str) -> None:
+        await self._conn.execute("DELETE FROM tips WHERE id = ?", (tip_id,))
+
+    async def next_case_number(self, year: int) -> str:
+        """Short, sequential per year: 26-0001. Only officers see it; the tipster gets a receipt."""
+        name = f"case:{year}"
+        await self._conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,)
+        )
+        value = (await self._one("SELECT value FROM counters WHERE name = ?", (name,)))[0]
+        return f"{year % 100:02d}-{value:04d}"
+
+
+class SqliteFollowupRepository(_Repository):
+    async def add(self, followup: Followup) -> None:
+        await self._conn.execute(
+            "INSERT INTO followups (id, tip_id, author, body, created_at, read_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                followup.id, followup.tip_id, followup.author,
+                self._seal(followup.text, "followups", "body", followup.id), followup.created_at, followup.read_at,
+            ),
+        )  # fmt: skip
+
+    async def for_tip(self, tip_id: str) -> list[Followup]:
+        rows = await self._all(
+            "SELECT id, author, body, created_at, read_at FROM followups WHERE tip_id = ? ORDER BY created_at, id", (tip_id,)
+        )
+        return [Followup(r[0], tip_id, r[1], self._open(r[2], "followups", "body", r[0]), r[3], r[4]) for r in rows]
+
+    async def mark_read(self, ids: list[str], at: float) -> None:
+        await self._conn.executemany("UPDATE followups SET read_at = ? WHERE id = ? AND read_at IS NULL", [(at, i) for i in ids])
+
+    async def delete_for_tip(self, tip_id: str) -> None:
+        await self._conn.execute("DELETE FROM followups WHERE tip_id = ?", (tip_id,))
+
+
+class SqliteProcessedRepository(_Repository):
+    async def replies_for(self, key: str) -> list[dict[str, Any]] | None:
+        row = await self._one("SELECT replies FROM processed WHERE key = ?", (key,))
+        return self._open(row[0], "processed", "replies", key) if row else None
+
+    async def add(self, key: str, replies: list[dict[str, Any]], at: float) -> None:
+        await self._conn.execute(
+            "INSERT INTO processed (key, replies, at) VALUES (?, ?, ?)", (key, self._seal(replies, "processed", "replies", key), at)
+        )
+
+    async def purge_before(self, at: float) -> int:
+        cursor = await self._conn.execute("DELETE FROM processed WHERE at < ?", (at,))
+        return cursor.rowcount
+
+
+_OUTBOX_COLUMNS = "id, sink, payload, status, attempts, next_at, created_at, priority, delivered_at, last_error"
+
+
+class SqliteOutboxRepository(_Repository):
+    def _item(self, r: Any) -> OutboxItem:
+        return OutboxItem(
+            r[0], r[1], self._open(r[2], "outbox", "payload", r[0]), OutboxStatus(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]
+        )
+
+    async def add(self, item: OutboxItem) -> None:
+        await self._conn.execute(
+            f"INSERT INTO outbox ({_OUTBOX_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "(SELECT coalesce(max(seq), 0) + 1 FROM outbox))",
+            (
+                item.id, item.sink, self._seal(item.payload, "outbox", "payload", item.id), item.status.value,
+                item.attempts, item.next_at, item.created_at, item.priority, item.delivered_at, item.last_error,
+            ),
+        )  # fmt: skip
+
+    async def due(self, now: float, limit: int = 50) -> list[OutboxItem]:
+        rows = await self._all(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_at <= ? "
+            "ORDER BY priority DESC, seq LIMIT ?",
+            (now, limit),
+        )
+        return [self._item(r) for r in rows]
+
+    async def get(self, item_id: str) -> OutboxItem | None:
+        row = await self._one(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item_id,))
+        return self._item(row) if row else None
+
+    async def mark_delivered(self, item_id: str, at: float) -> None:
+        await self._conn.execute(
+            "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_error = NULL WHERE id = ?", (at, item_id)
+        )
+
+    async def mark_failed(self, item_id: str, attempts: int, next_at: float, error: str, dead: bool) -> None:
+        status = OutboxStatus.DEAD if dead else OutboxStatus.PENDING
+        await self._conn.execute(
+            "UPDATE outbox SET status = ?, attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
+            (status.value, attempts, next_at, error[:200], item_id),
+        )
+
+    async def counts(self) -> dict[OutboxStatus, int]:
+        rows = await self._all("SELECT status, count(*) FROM outbox GROUP BY status")
+        found = {OutboxStatus(s): n for s, n in rows}
+        return {status: found.get(status, 0) for status in OutboxStatus}
+
+    async def next_due_at(self) -> float | None:
+        row = await self._one("SELECT min(next_at) FROM outbox WHERE status = 'pending'")
+        return row[0] if row else None
+
+    async def delete_delivered_before(self, at: float) -> int:
+        cursor = await self._conn.execute("DELETE FROM outbox WHERE status = 'delivered' AND delivered_at < ?", (at,))
+        return cursor.rowcount
+
+
+class SqliteAuditRepository(_Repository):
+    """Append-only, hash-chained: each row's hash covers its content and the previous hash."""
+
+    async def append(self, officer: str, tip_id: str, action: str, at: float) -> AuditEntry:
+        last = await self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        entry = AuditEntry(seq, at, officer, tip_id, action, prev, "")
+        entry.hash = chain_hash(prev, entry.record())
+        await self._conn.execute(
+            "INSERT INTO audit (seq, at, officer, tip_id, action, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry.seq, entry.at, entry.officer, entry.tip_id, entry.action, entry.prev_hash, entry.hash),
+        )
+        return entry
+
+    async def entries(self) -> list[AuditEntry]:
+        rows = await self._all("SELECT seq, at, officer, tip_id, action, prev_hash, hash FROM audit ORDER BY seq")
+        return [AuditEntry(*r) for r in rows]
+
+
+class SqliteReceiptAttemptRepository(_Repository):
+    async def record_failure(self, sender: str, at: float) -> None:
+        await self._conn.execute("INSERT INTO receipt_failures (sender, at) VALUES (?, ?)", (sender, at))
+        # Keep the table small: a day of history is more than the lock-out window needs.
+        await self._conn.execute("DELETE FROM receipt_failures WHERE at < ?", (at - 86400,))
+
+    async def failures_since(self, sender: str, since: float) -> int:
+        return int((await self._one("SELECT count(*) FROM receipt_failures WHERE sender = ? AND at >= ?", (sender, since)))[0])
+
+
+def utc_year(timestamp: float) -> int:
+    return _dt.datetime.fromtimestamp(timestamp, _dt.timezone.utc).year

@@ -1,0 +1,260 @@
+"""SQLite storage on aiosqlite: WAL, synchronous=FULL, secure_delete, numbered migrations.
+
+Two connections: a writer used only inside ``transaction()`` (one at a time, ``BEGIN IMMEDIATE``,
+committed with a full fsync before a receipt is shown), and a read-only reader that sees only
+committed data (WAL), so reads never observe half a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from storage.crypto import Cipher, KeyRingError
+from storage.repositories import (
+    SqliteAuditRepository,
+    SqliteDraftRepository,
+    SqliteFollowupRepository,
+    SqliteOutboxRepository,
+    SqliteProcessedRepository,
+    SqliteReceiptAttemptRepository,
+    SqliteTipRepository,
+)
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "tipline.sqlite3"
+
+# Numbered migrations; PRAGMA user_version holds how many have run. Append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE drafts (
+        sender TEXT PRIMARY KEY,
+        state BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX drafts_expiry ON drafts (expires_at);
+    CREATE TABLE tips (
+        id TEXT PRIMARY KEY,
+        case_number TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        language TEXT NOT NULL,
+        urgent INTEGER NOT NULL,
+        minor INTEGER NOT NULL,
+        complete INTEGER NOT NULL,
+        contact_ok INTEGER NOT NULL,
+        receipt_hash TEXT UNIQUE,
+        answers BLOB NOT NULL,
+        contact BLOB,
+        close_reason BLOB,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE INDEX tips_status ON tips (status, urgent, created_at);
+    CREATE TABLE followups (
+        id TEXT PRIMARY KEY,
+        tip_id TEXT NOT NULL REFERENCES tips (id) ON DELETE CASCADE,
+        author TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        read_at REAL
+    );
+    CREATE INDEX followups_tip ON followups (tip_id, created_at);
+    CREATE TABLE processed (
+        key TEXT PRIMARY KEY,
+        replies BLOB NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX processed_at ON processed (at);
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        sink TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        delivered_at REAL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (status, next_at);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        officer TEXT NOT NULL,
+        tip_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TABLE receipt_failures (sender TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX receipt_failures_sender ON receipt_failures (sender, at);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """,
+)
+
+# Every encrypted column, as (table, key column, blob column): used by re-encryption on rotation.
+ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("drafts", "sender", "state"),
+    ("tips", "id", "answers"),
+    ("tips", "id", "contact"),
+    ("tips", "id", "close_reason"),
+    ("followups", "id", "body"),
+    ("processed", "key", "replies"),
+    ("outbox", "id", "payload"),
+)
+
+
+@dataclass
+class _Repos:
+    drafts: SqliteDraftRepository
+    tips: SqliteTipRepository
+    followups: SqliteFollowupRepository
+    processed: SqliteProcessedRepository
+    outbox: SqliteOutboxRepository
+    audit: SqliteAuditRepository
+    receipt_attempts: SqliteReceiptAttemptRepository
+
+    @classmethod
+    def over(cls, conn: aiosqlite.Connection, cipher: Cipher) -> _Repos:
+        return cls(
+            SqliteDraftRepository(conn, cipher),
+            SqliteTipRepository(conn, cipher),
+            SqliteFollowupRepository(conn, cipher),
+            SqliteProcessedRepository(conn, cipher),
+            SqliteOutboxRepository(conn, cipher),
+            SqliteAuditRepository(conn),
+            SqliteReceiptAttemptRepository(conn),
+        )
+
+
+class SqliteStore:
+    def __init__(self, path: Path, cipher: Cipher, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self.cipher = cipher
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._read = _Repos.over(reader, cipher)
+        self._write = _Repos.over(writer, cipher)
+        self.drafts = self._read.drafts
+        self.tips = self._read.tips
+        self.followups = self._read.followups
+        self.processed = self._read.processed
+        self.outbox = self._read.outbox
+        self.audit = self._read.audit
+        self.receipt_attempts = self._read.receipt_attempts
+
+    @classmethod
+    async def open(cls, data_dir: Path, cipher: Cipher) -> SqliteStore:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = data_dir / DB_FILENAME
+        if not path.exists():
+            path.touch(mode=0o600)  # the WAL and shm files inherit these permissions
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "foreign_keys=ON", "busy_timeout=5000"):
+                await writer.execute(f"PRAGMA {pragma}")
+            await _migrate(writer)
+            await _check_key(writer, cipher)
+            reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout=5000")
+            await reader.execute("PRAGMA query_only=ON")
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, cipher, writer, reader)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Repos]:
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._write
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    async def healthy(self) -> bool:
+        try:
+            async with self._reader.execute("SELECT 1") as cursor:
+                return (await cursor.fetchone()) == (1,)
+        except Exception:  # noqa: BLE001 - health checks report, they do not raise
+            return False
+
+    async def schema_version(self) -> int:
+        async with self._reader.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def reencrypt_all(self) -> int:
+        """Re-seal every encrypted value still under an old key with the active key."""
+        changed = 0
+        for table, key_column, column in ENCRYPTED_COLUMNS:
+            async with self.transaction():
+                async with self._writer.execute(f"SELECT {key_column}, {column} FROM {table} WHERE {column} IS NOT NULL") as cur:
+                    rows = await cur.fetchall()
+                for row_key, blob in rows:
+                    if not self.cipher.needs_reencryption(blob):
+                        continue
+                    plain = self.cipher.decrypt(blob, table=table, column=column, row=row_key)
+                    sealed = self.cipher.encrypt(plain, table=table, column=column, row=row_key)
+                    await self._writer.execute(f"UPDATE {table} SET {column} = ? WHERE {key_column} = ?", (sealed, row_key))
+                    changed += 1
+        return changed
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database file (used before backups and by tests)."""
+        async with self._write_lock:
+            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(MIGRATIONS):
+        raise KeyRingError(f"the database schema is version {version}, newer than this Tipline ({len(MIGRATIONS)})")
+    for number in range(version, len(MIGRATIONS)):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number + 1}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+        log.info("database migrated to schema version %d", number + 1)
+
+
+async def _check_key(conn: aiosqlite.Connection, cipher: Cipher) -> None:
+    """Bind the database to its key ring on first use; refuse a key ring that is not its own."""
+    async with conn.execute("SELECT value FROM meta WHERE name = 'key_fingerprint'") as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        await conn.execute("INSERT INTO meta (name, value) VALUES ('key_fingerprint', ?)", (cipher.fingerprint(),))
+    elif row[0] != cipher.fingerprint():
+        raise KeyRingError(
+            "the key ring does not match this database (the data was written with other keys); "
+            "point TIPLINE_KEYS_FILE at the key file made for this data directory"
+        )
