@@ -71,14 +71,14 @@ def create_app(settings: Settings) -> Starlette:
         runtime = await Runtime.open(settings)
         started = []
         try:
+            for channel in channels:
+                await channel.start(runtime)
+                started.append(channel)
             sinks = {k: v for channel in channels for k, v in channel.sinks().items()}
             targets = tuple(t for channel in channels for t in channel.alert_targets())
             if not targets:
                 log.warning("no officer channel is configured: alerts are printed on this console")
             runtime.route_alerts(sinks, targets)
-            for channel in channels:
-                await channel.start(runtime)
-                started.append(channel)
             runtime.start_background()
             state["runtime"] = runtime
             app.state.runtime = runtime

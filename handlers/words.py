@@ -31,6 +31,7 @@ _WORDS: dict[str, tuple[Word, str | None]] = {
     "arret": (Word.EXIT, "fr"),
     "help": (Word.HELP, "en"),
     "aide": (Word.HELP, "fr"),
+    "info": (Word.HELP, None),
     "lang": (Word.LANG, "en"),
     "language": (Word.LANG, "en"),
     "langue": (Word.LANG, "fr"),

@@ -70,6 +70,15 @@ class ReceiptAttemptRepository(Protocol):
     async def failures_since(self, sender: str, since: float) -> int: ...
 
 
+class MessageRefRepository(Protocol):
+    """A channel's message ids for one conversation (to delete it from the phone), encrypted."""
+
+    async def add(self, sender: str, refs: list[str], at: float) -> None: ...
+    async def get(self, sender: str) -> list[str]: ...
+    async def delete(self, sender: str) -> None: ...
+    async def purge_before(self, at: float) -> int: ...
+
+
 class Repositories(Protocol):
     drafts: DraftRepository
     tips: TipRepository
@@ -78,6 +87,7 @@ class Repositories(Protocol):
     outbox: OutboxRepository
     audit: AuditRepository
     receipt_attempts: ReceiptAttemptRepository
+    message_refs: MessageRefRepository
 
 
 class Store(Repositories, Protocol):

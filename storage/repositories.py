@@ -265,5 +265,30 @@ class SqliteReceiptAttemptRepository(_Repository):
         return int((await self._one("SELECT count(*) FROM receipt_failures WHERE sender = ? AND at >= ?", (sender, since)))[0])
 
 
+class SqliteMessageRefRepository(_Repository):
+    """Provider message ids of a conversation (Telegram), kept encrypted so the conversation can
+    be deleted from the person's phone; dropped once used or after Telegram's 48-hour limit."""
+
+    async def add(self, sender: str, refs: list[str], at: float) -> None:
+        current = await self.get(sender)
+        merged = current + [r for r in refs if r not in current]
+        await self._conn.execute(
+            "INSERT INTO message_refs (sender, refs, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (sender) DO UPDATE SET refs = excluded.refs, updated_at = excluded.updated_at",
+            (sender, self._seal(merged, "message_refs", "refs", sender), at),
+        )
+
+    async def get(self, sender: str) -> list[str]:
+        row = await self._one("SELECT refs FROM message_refs WHERE sender = ?", (sender,))
+        return list(self._open(row[0], "message_refs", "refs", sender)) if row else []
+
+    async def delete(self, sender: str) -> None:
+        await self._conn.execute("DELETE FROM message_refs WHERE sender = ?", (sender,))
+
+    async def purge_before(self, at: float) -> int:
+        cursor = await self._conn.execute("DELETE FROM message_refs WHERE updated_at < ?", (at,))
+        return cursor.rowcount
+
+
 def utc_year(timestamp: float) -> int:
     return _dt.datetime.fromtimestamp(timestamp, _dt.timezone.utc).year

@@ -21,6 +21,7 @@ from storage.repositories import (
     SqliteAuditRepository,
     SqliteDraftRepository,
     SqliteFollowupRepository,
+    SqliteMessageRefRepository,
     SqliteOutboxRepository,
     SqliteProcessedRepository,
     SqliteReceiptAttemptRepository,
@@ -103,6 +104,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE receipt_failures (sender TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX receipt_failures_sender ON receipt_failures (sender, at);
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE message_refs (sender TEXT PRIMARY KEY, refs BLOB NOT NULL, updated_at REAL NOT NULL);
     """,
 )
 
@@ -115,6 +117,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("followups", "id", "body"),
     ("processed", "key", "replies"),
     ("outbox", "id", "payload"),
+    ("message_refs", "sender", "refs"),
 )
 
 
@@ -127,6 +130,7 @@ class _Repos:
     outbox: SqliteOutboxRepository
     audit: SqliteAuditRepository
     receipt_attempts: SqliteReceiptAttemptRepository
+    message_refs: SqliteMessageRefRepository
 
     @classmethod
     def over(cls, conn: aiosqlite.Connection, cipher: Cipher) -> _Repos:
@@ -138,6 +142,7 @@ class _Repos:
             SqliteOutboxRepository(conn, cipher),
             SqliteAuditRepository(conn),
             SqliteReceiptAttemptRepository(conn),
+            SqliteMessageRefRepository(conn, cipher),
         )
 
 
@@ -157,6 +162,7 @@ class SqliteStore:
         self.outbox = self._read.outbox
         self.audit = self._read.audit
         self.receipt_attempts = self._read.receipt_attempts
+        self.message_refs = self._read.message_refs
 
     @classmethod
     async def open(cls, data_dir: Path, cipher: Cipher) -> SqliteStore:

@@ -19,11 +19,13 @@ class Channel(Protocol):
         ...
 
     def sinks(self) -> dict[str, Sink]:
-        """Outbox sinks this channel delivers (officer alerts, replies), by sink prefix."""
+        """Outbox sinks this channel delivers (officer alerts, replies), by sink prefix.
+        Called after ``start``."""
         ...
 
     def alert_targets(self) -> tuple[str, ...]:
-        """Outbox sink names every officer alert goes to (e.g. "telegram:-100123")."""
+        """Outbox sink names every officer alert goes to (e.g. "telegram:-100123"). Called after
+        ``start``; never a phone number in clear (use a pseudonym and map it back in the sink)."""
         ...
 
     async def start(self, runtime: Runtime) -> None:

@@ -1,0 +1,67 @@
+"""SMS segment arithmetic: GSM-7 (160 characters, 153 per part when split) unless any character
+is outside GSM-7, then UCS-2 (70, 67 per part). Extension characters (€ [ ] { } ~ ^ | \\) count
+twice in GSM-7. Used to keep prompts within one segment and to split long replies."""
+
+from __future__ import annotations
+
+import re
+
+GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = set("^{}\\[~]|€\f")
+
+
+def is_gsm7(text: str) -> bool:
+    return all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text)
+
+
+def units(text: str) -> int:
+    """Length in encoding units: GSM-7 septets, or UTF-16 code units for UCS-2."""
+    if is_gsm7(text):
+        return sum(2 if c in GSM7_EXTENSION else 1 for c in text)
+    return len(text.encode("utf-16-le")) // 2
+
+
+def single_limit(text: str) -> int:
+    return 160 if is_gsm7(text) else 70
+
+
+def segments(text: str) -> int:
+    size = units(text)
+    if size <= single_limit(text):
+        return 1
+    per_part = 153 if is_gsm7(text) else 67
+    return -(-size // per_part)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n+")
+
+
+def split_for_sms(text: str) -> list[str]:
+    """Split a long reply into messages that each fit one segment, at sentence (or line)
+    boundaries where possible, at spaces otherwise. Short text comes back whole."""
+    if segments(text) == 1:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for sentence in (s for s in _SENTENCE_END.split(text) if s.strip()):
+        candidate = f"{current}\n{sentence}" if current and "\n" in text else f"{current} {sentence}" if current else sentence
+        if segments(candidate) == 1:
+            current = candidate
+            continue
+        if current:
+            parts.append(current)
+        current = ""
+        for word in sentence.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if segments(candidate) == 1:
+                current = candidate
+            else:
+                if current:
+                    parts.append(current)
+                current = word[: single_limit(word)]
+    if current:
+        parts.append(current)
+    return parts
