@@ -100,8 +100,8 @@ async def continue_add(turn: Turn, state: dict[str, Any], word: Word | None) -> 
 
 
 async def _add(turn: Turn, tip: Tip, lines: list[str]) -> None:
-    for offset, line in enumerate(lines):
-        await turn.tx.followups.add(Followup(uuid.uuid4().hex, tip.id, "tipster", line, turn.now + offset * 1e-6))
+    for line in lines:
+        await turn.tx.followups.add(Followup(uuid.uuid4().hex, tip.id, "tipster", line, turn.now))
     turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.ADDITION, turn.config.alert_sinks, turn.now)
 
 

@@ -153,7 +153,7 @@ class SqliteFollowupRepository(_Repository):
 
     async def for_tip(self, tip_id: str) -> list[Followup]:
         rows = await self._all(
-            "SELECT id, author, body, created_at, read_at FROM followups WHERE tip_id = ? ORDER BY created_at, id", (tip_id,)
+            "SELECT id, author, body, created_at, read_at FROM followups WHERE tip_id = ? ORDER BY created_at, rowid", (tip_id,)
         )
         return [Followup(r[0], tip_id, r[1], self._open(r[2], "followups", "body", r[0]), r[3], r[4]) for r in rows]
 

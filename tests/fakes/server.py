@@ -31,6 +31,7 @@ class LoopbackServer:
         port: int = 0,
         startup_timeout: float = 5.0,
         shutdown_timeout: float = 5.0,
+        lifespan: str = "off",
     ) -> None:
         self._config = uvicorn.Config(
             app,
@@ -41,7 +42,7 @@ class LoopbackServer:
             # would reconfigure process-global logging under pytest's feet.
             log_config=None,
             access_log=False,
-            lifespan="off",
+            lifespan=lifespan,  # "on" to run an app's lifespan (Tipline's own app under test)
             loop="asyncio",  # deterministic, no uvloop/httptools surprises
             http="h11",
             ws="none",

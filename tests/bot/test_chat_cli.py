@@ -1,0 +1,140 @@
+"""``python main.py chat`` and the unit's commands, run as a user runs them: a subprocess with
+piped input on a temporary data directory. Then the raw database bytes and the logs are read."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECEIPT = re.compile(r"\d{3}-\d{3}-\d{3}-\d{3}")
+PLACE = "Motel Zebrafish 4417 Imaginary Road"
+DETAILS = ("Grey van with plate QX7-ZB9 every night", "A man named Zorblatt collects passports")
+ENGLISH = ["1", "2", "2", "2", "2", PLACE, "3", *DETAILS, "DONE", "2", "1"]
+FRENCH = ["2", "2", "2", "2", "2", "Hôtel Colibri-Quasar", "3", "Une camionnette grise Wxyzq", "FINI", "2", "1"]
+
+
+def run(args: list[str], data_dir: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {"PATH": os.environ.get("PATH", ""), "TIPLINE_DATA_DIR": str(data_dir), "PTB_TIMEDELTA": "1", **env}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=data_dir.parent,
+        timeout=120,
+    )
+
+
+def chat(data_dir: Path, lines: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return run(["chat"], data_dir, "\n".join(lines) + "\n", **env)
+
+
+def raw_bytes(data_dir: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(data_dir.iterdir()) if p.is_file() and p.name != "keys.json")
+
+
+def test_scripted_english_conversation_ends_with_a_receipt_and_an_officer_alert(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = chat(data, ENGLISH)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Tipline. Language / Langue")
+    assert "Is anyone in immediate danger right now?" in result.stdout
+    assert RECEIPT.search(result.stdout.split("Your code:")[1])
+    assert "OFFICER ALERT" in result.stderr and "New tip, case" in result.stderr
+    assert "created a new key ring" in result.stderr  # the first local run says so
+    assert (data / "keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_scripted_french_conversation_gets_french_prompts(tmp_path: Path) -> None:
+    result = chat(tmp_path / "data", FRENCH)
+    assert result.returncode == 0, result.stderr
+    assert "Quelqu'un est-il en danger immédiat en ce moment?" in result.stdout
+    assert "Vous écrivez en tant que" in result.stdout
+    assert "Votre code :" in result.stdout and "Is anyone" not in result.stdout
+
+
+def test_exit_half_way_leaves_no_draft(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = chat(data, ["1", "2", "2", "EXIT"])
+    assert "erased" in result.stdout
+    with sqlite3.connect(data / "tipline.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM drafts").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM tips").fetchone() == (0,)
+
+
+def test_a_second_run_resumes_the_unfinished_draft(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    chat(data, ["2", "2", "2"])
+    result = chat(data, ["2", "2", "Rue Fictive", "3", "détail", "FINI", "2", "1"])
+    assert result.stdout.startswith("Nous reprenons votre signalement inachevé.")
+    assert "Votre code :" in result.stdout
+
+
+def test_database_and_debug_logs_hold_no_typed_text_or_sender(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = chat(data, ENGLISH, TIPLINE_LOG_LEVEL="DEBUG")
+    assert result.returncode == 0
+    assert "DEBUG" in result.stderr or "INFO" in result.stderr  # logging was really on
+    stored = raw_bytes(data)
+    assert len(stored) > 10_000
+    logs = result.stderr.split("OFFICER ALERT")[0] + result.stderr.split("+----")[-1]
+    for secret in (PLACE, *DETAILS, "Zorblatt", "Zebrafish", "QX7-ZB9", "local"):
+        assert secret.encode() not in stored, secret
+        assert secret not in logs, secret
+
+
+def test_keygen_writes_a_private_key_file_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = run(["keygen"], data)
+    assert first.returncode == 0 and (data / "keys.json").stat().st_mode & 0o777 == 0o600
+    ring = json.loads((data / "keys.json").read_text())
+    assert ring["format"] == "tipline-keyring/1" and len(ring["keys"]) == 1
+    again = run(["keygen"], data)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_a_key_that_does_not_match_the_data_gives_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    chat(data, ENGLISH)
+    (data / "keys.json").unlink()
+    missing = chat(data, ["1"])
+    assert missing.returncode == 2 and "key ring file" in missing.stderr and "Traceback" not in missing.stderr
+    run(["keygen"], data)
+    wrong = chat(data, ["1"])
+    assert wrong.returncode == 2
+    assert "does not match this database" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_rotation_re_encrypts_and_keeps_data_readable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    chat(data, ENGLISH)
+    rotated = run(["keygen", "--rotate"], data)
+    assert rotated.returncode == 0 and "re-encrypted" in rotated.stdout
+    assert int(rotated.stdout.split(";")[1].split()[0]) >= 2
+    listing = run(["tips", "list"], data)
+    case = listing.stdout.split()[0]
+    details = json.loads(run(["tips", "show", case], data).stdout)
+    assert details["answers"]["where"] == PLACE
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_tips_export_is_decrypted(tmp_path: Path, fmt: str) -> None:
+    data = tmp_path / "data"
+    chat(data, ENGLISH)
+    exported = run(["tips", "export", "--format", fmt], data)
+    assert exported.returncode == 0
+    assert PLACE in exported.stdout and DETAILS[0] in exported.stdout
+
+
+def test_flow_prints_a_mermaid_diagram(tmp_path: Path) -> None:
+    result = run(["flow"], tmp_path / "data")
+    assert result.stdout.startswith("flowchart TD") and "danger -.->|1: mark_urgent| role" in result.stdout

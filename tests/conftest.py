@@ -1,0 +1,85 @@
+"""Shared fixtures: a key ring, an open store on a temporary data directory, an engine with a
+controllable clock, and settings built from a dict (never from the developer's environment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+# python-telegram-bot warns about timedelta defaults unless this is set (warnings are errors).
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+from bot.engine import Engine  # noqa: E402
+from bot.i18n import Catalogues  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from handlers.turn import ConversationConfig  # noqa: E402
+from storage.crypto import Cipher, KeyRing  # noqa: E402
+from storage.sqlite import SqliteStore  # noqa: E402
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No TIPLINE_* variable or .env of the developer's leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("TIPLINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def keyring() -> KeyRing:
+    return KeyRing.generate()
+
+
+@pytest.fixture
+def cipher(keyring: KeyRing) -> Cipher:
+    return Cipher(keyring)
+
+
+@pytest.fixture
+def catalogues() -> Catalogues:
+    return Catalogues.load()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, cipher: Cipher) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore.open(tmp_path / "data", cipher)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(store: SqliteStore, cipher: Cipher, catalogues: Catalogues, clock: Clock) -> Engine:
+    return Engine(store, cipher, catalogues, ConversationConfig(), clock=clock)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings from keyword overrides, data in the test's temporary directory."""
+
+    def build(**values: object) -> Settings:
+        values.setdefault("data_dir", tmp_path / "data")
+        return Settings(_env_file=None, **values)
+
+    return build
