@@ -16,6 +16,7 @@ import sys
 
 from bot.settings import Settings, SettingsError, load_settings
 from storage.crypto import DecryptionError, KeyRingError
+from storage.sqlite import StorageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ def main() -> None:
     except SettingsError as exc:
         print(f"tipline: {exc}", file=sys.stderr)
         code = 2
-    except (KeyRingError, DecryptionError) as exc:
+    except (KeyRingError, DecryptionError, StorageError) as exc:
         print(f"tipline: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:

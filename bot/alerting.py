@@ -31,7 +31,8 @@ class AlertComposer:
             return None
         event = AlertEvent(item.payload["event"])
         additions: tuple[str, ...] = ()
-        if event is AlertEvent.ADDITION and self.full_details:
-            additions = tuple(f.text for f in await self.store.followups.for_tip(tip.id) if f.author == "tipster")
+        wanted = set(item.payload.get("followup_ids", ()))
+        if wanted and self.full_details:
+            additions = tuple(f.text for f in await self.store.followups.for_tip(tip.id) if f.id in wanted)
         text = render_alert(self.catalogues, self.language, tip, event, full_details=self.full_details, additions=additions)
         return ComposedAlert(tip, event, text)

@@ -25,7 +25,10 @@ async def chat(settings: Settings) -> int:
 
     runtime = await Runtime.open(settings)
     try:
-        await ConsoleChannel(runtime.engine, runtime.cipher).run()
+        console = ConsoleChannel(runtime.engine, runtime.cipher)
+        runtime.tipster_sink.register("console", console)
+        runtime.start_background()  # deliver alerts and replies while the conversation goes on
+        await console.run()
         # The session ends at end of input: deliver the alerts it raised before leaving.
         await runtime.worker.drain()
     finally:
@@ -80,6 +83,7 @@ def add_tip_commands(commands: argparse._SubParsersAction) -> None:
     export = actions.add_parser("export", help="all tips, decrypted, for the unit's case system")
     export.add_argument("--format", choices=("json", "csv"), default="json")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    actions.add_parser("audit", help="print the officer audit log and verify its hash chain")
     commands.add_parser("purge", help="apply retention now")
 
 
@@ -118,6 +122,15 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
             report = await purge(store, settings, time.time())
             print(", ".join(f"{name}: {count}" for name, count in report.items()))
             return 0
+        if args.action == "audit":
+            cases = {t.id: t.case_number for t in await store.tips.list(None, limit=1_000_000)}
+            for entry in await store.audit.entries():
+                print(f"{entry.seq:>6}  {_when(entry.at)}  officer {entry.officer[:8]}  {cases.get(entry.tip_id, '(purged)'):<9} {entry.action}")
+            problems = await store.audit.verify()
+            for problem in problems:
+                print(f"tipline: {problem}", file=sys.stderr)
+            print("audit chain: " + ("BROKEN" if problems else "intact"))
+            return 1 if problems else 0
         if args.action == "list":
             statuses = None if args.all else OPEN_STATUSES
             for tip in await store.tips.list(statuses, limit=1000):

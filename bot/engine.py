@@ -19,16 +19,14 @@ from typing import Any
 
 from bot.i18n import Catalogues
 from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, Purpose
-from handlers import filing, followup, intake
+from handlers import filing, followup, intake, officer
 from handlers.turn import ConversationConfig, Turn
 from handlers.words import Word, clean, global_word, receipt_command
 from storage.crypto import Cipher
 from storage.interfaces import Store
-from storage.records import Draft
+from storage.records import Draft, TipStatus
 
 log = logging.getLogger(__name__)
-
-OfficerHandler = Callable[[Turn], Any]
 
 
 class Engine:
@@ -41,7 +39,6 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         on_alerts: Callable[[], None] = lambda: None,
-        officer_handler: OfficerHandler | None = None,
     ) -> None:
         self.store = store
         self.catalogues = catalogues
@@ -49,7 +46,6 @@ class Engine:
         self._cipher = cipher
         self._clock = clock
         self._on_alerts = on_alerts
-        self._officer_handler = officer_handler
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
@@ -105,16 +101,21 @@ class Engine:
 
     async def _dispatch(self, turn: Turn) -> None:
         msg = turn.msg
-        if msg.officer is not None and self._officer_handler is not None:
-            await self._officer_handler(turn)
+        if msg.officer is not None:
+            await officer.handle(turn)
             return
         draft = await self._live_draft(turn)
+        if draft is not None and draft.state.get("mode") == "answer" and not await self._case_open(turn, draft):
+            await turn.tx.drafts.delete(msg.sender)
+            draft = None
         text = clean(msg.text)
         word = global_word(text) if msg.kind is not InboundKind.UNSUPPORTED else None
         if draft is None:
             state = await self._outside_draft(turn, text, word)
         elif draft.state.get("mode") == "add":
             state = await followup.continue_add(turn, draft.state, word[0] if word else None)
+        elif draft.state.get("mode") == "answer":
+            state = await officer.tipster_answer(turn, draft.state)
         else:
             state = await intake.answer(turn, draft, word)
         await self._save(turn, state)
@@ -136,6 +137,11 @@ class Engine:
             turn.say(language, "erased", purpose=Purpose.ERASED)
             return None
         return await intake.start(turn, word)
+
+    @staticmethod
+    async def _case_open(turn: Turn, draft: Draft) -> bool:
+        tip = await turn.tx.tips.get(draft.state["tip_id"])
+        return tip is not None and tip.status not in (TipStatus.CLOSED, TipStatus.WITHDRAWN)
 
     async def _live_draft(self, turn: Turn) -> Draft | None:
         """The sender's draft, unless it has expired, in which case it is expired now."""

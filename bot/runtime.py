@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,9 @@ from bot.channels.console import ConsoleSink
 from bot.engine import Engine
 from bot.i18n import Catalogues
 from bot.outbox import OutboxWorker, Sink
+from bot.retention import purge
 from bot.settings import Settings
+from bot.tipster_delivery import TipsterSink
 from handlers.flow import FlowError, validate_flow
 from handlers.turn import ConversationConfig
 from storage.crypto import Cipher, KeyRing, KeyRingError
@@ -51,6 +54,7 @@ def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> Conversat
         draft_timeout_seconds=settings.draft_timeout_minutes * 60,
         support_line=settings.support_line,
         alert_sinks=sinks,
+        officer_language=settings.officers.language,
     )
 
 
@@ -63,6 +67,7 @@ class Runtime:
     engine: Engine
     composer: AlertComposer
     worker: OutboxWorker
+    tipster_sink: TipsterSink
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -75,19 +80,31 @@ class Runtime:
         cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
         store = await SqliteStore.open(Path(settings.data_dir), cipher)
         composer = AlertComposer(store, catalogues, settings.officers.language, settings.officers.full_details)
-        worker = OutboxWorker(store, {"console": ConsoleSink(composer)})
+        tipster_sink = TipsterSink(store, catalogues)
+        worker = OutboxWorker(store, {"console": ConsoleSink(composer), "tipster": tipster_sink})
         engine = Engine(store, cipher, catalogues, conversation_config(settings, ("console",)), on_alerts=worker.wake)
-        return cls(settings, cipher, store, catalogues, engine, composer, worker)
+        return cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink)
 
     def route_alerts(self, sinks: dict[str, Sink], targets: tuple[str, ...]) -> None:
         """Channels add their sinks; officer alerts go to their targets (the console when none)."""
         self.worker.sinks.update(sinks)
         self.engine.config = replace(self.engine.config, alert_sinks=targets or ("console",))
 
-    def start_background(self) -> None:
-        """The outbox worker and the draft-expiry sweeper."""
+    def start_background(self, *, retention: bool = False) -> None:
+        """The outbox worker, the draft-expiry sweeper and (in ``serve``) the daily retention job."""
         self.tasks.append(asyncio.create_task(self.worker.run(), name="outbox"))
         self.tasks.append(asyncio.create_task(self._sweep(), name="draft-expiry"))
+        if retention:
+            self.tasks.append(asyncio.create_task(self._retention(), name="retention"))
+
+    async def _retention(self, every: float = 86400.0) -> None:
+        while True:
+            try:
+                removed = await purge(self.store, self.settings, time.time())
+                log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in removed.items()))
+            except Exception:  # noqa: BLE001 - try again tomorrow; an error is logged
+                log.exception("retention pass failed")
+            await asyncio.sleep(every)
 
     async def _sweep(self, every: float = 30.0) -> None:
         while True:

@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> Starlette:
             if not targets:
                 log.warning("no officer channel is configured: alerts are printed on this console")
             runtime.route_alerts(sinks, targets)
-            runtime.start_background()
+            runtime.start_background(retention=True)
             state["runtime"] = runtime
             app.state.runtime = runtime
             log.info("serving channels: %s", ", ".join(c.name for c in channels) or "none")

@@ -21,6 +21,7 @@ class AlertEvent(str, Enum):
     INCOMPLETE = "incomplete"
     WITHDRAWN = "withdrawn"
     ADDITION = "addition"
+    ANSWER = "answer"  # the tipster answered an officer's reply
 
 
 _TITLE_KEYS = {
@@ -29,17 +30,24 @@ _TITLE_KEYS = {
     AlertEvent.INCOMPLETE: "alert.incomplete",
     AlertEvent.WITHDRAWN: "alert.withdrawn",
     AlertEvent.ADDITION: "alert.addition",
+    AlertEvent.ANSWER: "alert.answer",
 }
 
 
-async def enqueue_alert(tx: Repositories, tip: Tip, event: AlertEvent, sinks: tuple[str, ...], now: float) -> int:
+async def enqueue_alert(
+    tx: Repositories, tip: Tip, event: AlertEvent, sinks: tuple[str, ...], now: float, followup_ids: list[str] | None = None
+) -> int:
+    """One outbox row per officer sink. ``followup_ids`` name the texts an ADDITION/ANSWER is about."""
     priority = 2 if tip.urgent else 1 if tip.minor else 0
+    payload: dict[str, object] = {"kind": "alert", "event": event.value, "tip_id": tip.id}
+    if followup_ids:
+        payload["followup_ids"] = followup_ids
     for sink in sinks:
         await tx.outbox.add(
             OutboxItem(
                 id=uuid.uuid4().hex,
                 sink=sink,
-                payload={"kind": "alert", "event": event.value, "tip_id": tip.id},
+                payload=payload,
                 status=OutboxStatus.PENDING,
                 attempts=0,
                 next_at=now,
@@ -76,7 +84,7 @@ def render_alert(
         lines.append(" · ".join(flags))
     if event is AlertEvent.WITHDRAWN:
         return "\n".join(lines)
-    if event is AlertEvent.ADDITION:
+    if event in (AlertEvent.ADDITION, AlertEvent.ANSWER):
         if full_details:
             lines.extend(f"+ {text}" for text in additions)
         else:

@@ -100,9 +100,12 @@ async def continue_add(turn: Turn, state: dict[str, Any], word: Word | None) -> 
 
 
 async def _add(turn: Turn, tip: Tip, lines: list[str]) -> None:
-    for line in lines:
-        await turn.tx.followups.add(Followup(uuid.uuid4().hex, tip.id, "tipster", line, turn.now))
-    turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.ADDITION, turn.config.alert_sinks, turn.now)
+    added = [Followup(uuid.uuid4().hex, tip.id, "tipster", line, turn.now) for line in lines]
+    for followup in added:
+        await turn.tx.followups.add(followup)
+    turn.alerts_queued += await enqueue_alert(
+        turn.tx, tip, AlertEvent.ADDITION, turn.config.alert_sinks, turn.now, followup_ids=[f.id for f in added]
+    )
 
 
 async def _check(turn: Turn, tip: Tip, language: str) -> None:

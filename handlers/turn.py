@@ -19,6 +19,7 @@ class ConversationConfig:
     max_text_chars: int = 2000  # one answer or one details message
     max_details_messages: int = 50
     receipt_failures_allowed: int = 5  # per sender per hour, then a lock-out
+    officer_language: str = "en"
 
 
 @dataclass

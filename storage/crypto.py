@@ -10,7 +10,7 @@
 
 The key ring lives outside the database: a JSON file (0600) or the content of an environment
 variable. Rotation adds a new active key and keeps the old ones so existing rows still open; rows
-are then re-encrypted under the active key (``storage.rekey``).
+are then re-encrypted under the active key (``SqliteStore.reencrypt_all``, ``keygen --rotate``).
 """
 
 from __future__ import annotations
@@ -177,6 +177,8 @@ class Cipher:
         ``nonce`` is for known-answer tests only; in use it is always random (96 bits)."""
         key_id = self._ring.active_key_id.encode("ascii")
         nonce = nonce if nonce is not None else os.urandom(_NONCE_BYTES)
+        if len(nonce) != _NONCE_BYTES:
+            raise ValueError("AES-GCM nonces here are 96 bits")
         sealed = self._aead[self._ring.active_key_id].encrypt(nonce, plaintext, associated_data(table, column, row))
         return bytes([ENVELOPE_VERSION, len(key_id)]) + key_id + nonce + sealed
 

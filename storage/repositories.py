@@ -119,7 +119,10 @@ class SqliteTipRepository(_Repository):
         contact = self._seal(tip.contact_address, "tips", "contact", tip.id) if tip.contact_address else None
         reason = self._seal(tip.close_reason, "tips", "close_reason", tip.id) if tip.close_reason else None
         await self._conn.execute(
-            f"INSERT OR REPLACE INTO tips ({_TIP_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+            # An upsert, not INSERT OR REPLACE: REPLACE deletes the row first, which cascades to its
+            # follow-ups and would silently drop another tip holding the same case number/receipt.
+            f"INSERT INTO tips ({_TIP_COLUMNS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _TIP_COLUMNS.split(", ")[1:]),
             (
                 tip.id, tip.case_number, tip.status.value, tip.sender, tip.channel, tip.language,
                 int(tip.urgent), int(tip.minor), int(tip.complete), int(tip.contact_ok), tip.receipt_hash,
@@ -242,13 +245,42 @@ class SqliteAuditRepository(_Repository):
     async def append(self, officer: str, tip_id: str, action: str, at: float) -> AuditEntry:
         last = await self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-        entry = AuditEntry(seq, at, officer, tip_id, action, prev, "")
+        # float(): the column is REAL, so an int time would read back as 5.0 and no longer hash to 5.
+        entry = AuditEntry(seq, float(at), officer, tip_id, action, prev, "")
         entry.hash = chain_hash(prev, entry.record())
         await self._conn.execute(
             "INSERT INTO audit (seq, at, officer, tip_id, action, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (entry.seq, entry.at, entry.officer, entry.tip_id, entry.action, entry.prev_hash, entry.hash),
         )
+        # The head is kept apart so that deleting the newest rows is detected too.
+        await self._conn.execute(
+            "INSERT INTO meta (name, value) VALUES ('audit_head', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (f"{entry.seq}:{entry.hash}",),
+        )
         return entry
+
+    async def head(self) -> str | None:
+        row = await self._one("SELECT value FROM meta WHERE name = 'audit_head'")
+        return row[0] if row else None
+
+    async def verify(self) -> list[str]:
+        """Problems in the chain: an edited row, a deleted row, a broken link. Empty when intact."""
+        problems: list[str] = []
+        previous, expected_seq = GENESIS_HASH, 1
+        entries = await self.entries()
+        for entry in entries:
+            if entry.seq != expected_seq:
+                problems.append(f"audit row {expected_seq} is missing (next is {entry.seq})")
+            if entry.prev_hash != previous:
+                problems.append(f"audit row {entry.seq} does not follow the row before it")
+            if chain_hash(entry.prev_hash, entry.record()) != entry.hash:
+                problems.append(f"audit row {entry.seq} was altered")
+            previous, expected_seq = entry.hash, entry.seq + 1
+        head = await self.head()
+        last = f"{entries[-1].seq}:{entries[-1].hash}" if entries else None
+        if head != last:
+            problems.append(f"the newest audit rows are missing (head {head}, last row {last})")
+        return problems
 
     async def entries(self) -> list[AuditEntry]:
         rows = await self._all("SELECT seq, at, officer, tip_id, action, prev_hash, hash FROM audit ORDER BY seq")

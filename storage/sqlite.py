@@ -123,6 +123,10 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class StorageError(Exception):
+    """The database cannot be used as it is (e.g. written by a newer Tipline)."""
+
+
 @dataclass
 class _Repos:
     drafts: SqliteDraftRepository
@@ -301,7 +305,7 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         row = await cursor.fetchone()
     version = int(row[0]) if row else 0
     if version > len(MIGRATIONS):
-        raise KeyRingError(f"the database schema is version {version}, newer than this Tipline ({len(MIGRATIONS)})")
+        raise StorageError(f"the database schema is version {version}, newer than this Tipline ({len(MIGRATIONS)})")
     for number in range(version, len(MIGRATIONS)):
         await conn.execute("BEGIN IMMEDIATE")
         try:

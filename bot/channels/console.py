@@ -19,6 +19,7 @@ from storage.records import OutboxItem
 
 CHANNEL = "console"
 LOCAL_ID = "local"
+OFFICER_PREFIX = "/"  # in the local console, a line starting with / is an officer command
 
 
 class ConsoleSink:
@@ -43,9 +44,12 @@ def render(reply: OutboundMessage) -> str:
 
 
 class ConsoleChannel:
+    """The tipster and, for lines starting with "/", the officer, in one local terminal."""
+
     def __init__(self, engine: Engine, cipher: Cipher, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         self.engine = engine
         self.sender = cipher.pseudonym(CHANNEL, LOCAL_ID)
+        self.officer = cipher.pseudonym("officer-console", LOCAL_ID)
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.interactive = self.stdin.isatty()
@@ -70,4 +74,11 @@ class ConsoleChannel:
                 continue
             if not self.interactive:
                 self.stdout.write(f"> {line}\n")
-            self._print(await self.engine.handle(InboundMessage(CHANNEL, self.sender, line)))
+            officer = self.officer if line.startswith(OFFICER_PREFIX) else None
+            message = InboundMessage(CHANNEL, self.sender, line, reply_address=LOCAL_ID, officer=officer)
+            self._print(await self.engine.handle(message))
+
+    async def send_to_tipster(self, address: str, text: str) -> None:
+        """An officer's reply to a tip made in this console."""
+        self.stdout.write(f"{text}\n\n")
+        self.stdout.flush()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bot.channels import twilio_sms
 from bot.channels.base import Channel
 from bot.settings import Settings
 
 ChannelFactory = Callable[[Settings], Channel | None]
 
 # One line per channel.
-FACTORIES: list[ChannelFactory] = []
+FACTORIES: list[ChannelFactory] = [
+    twilio_sms.build,
+]
 
 
 def build_channels(settings: Settings) -> list[Channel]:

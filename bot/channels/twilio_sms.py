@@ -1,0 +1,335 @@
+"""SMS, MMS and WhatsApp through Twilio: the ``POST /sms/twilio`` webhook and two outbox sinks.
+
+Inbound: Twilio posts a form for every message and waits (up to 15 s) for TwiML. The webhook
+
+1. refuses a request without ``X-Twilio-Signature`` before reading its body (403);
+2. checks the signature with twilio's ``RequestValidator`` against the *public* URL
+   (``TIPLINE_PUBLIC_URL`` + path + query), never the URL this process sees behind a proxy, and
+   refuses a bad one before anything is parsed into a message or stored (403);
+3. validates the fields it uses (400 when malformed; bodies over 64 KB are the app's 413);
+4. hands the engine an :class:`InboundMessage` named by a pseudonym. The number is only the
+   in-memory ``reply_address`` (stored, encrypted, solely with consent); Twilio's geo fields,
+   ProfileName, WaId and media URLs are never read;
+5. answers the replies as TwiML, each ``<Message>`` one SMS segment.
+
+The engine de-duplicates on (channel, MessageSid) in its own transaction, so a retried webhook
+gets the same TwiML and files nothing twice.
+
+Carrier words (SMS only; WhatsApp has no carrier opt-out): after STOP and its synonyms the carrier
+(or Twilio's opt-out handling) confirms and blocks replies, so the draft is erased and the TwiML is
+empty. START / UNSTOP re-open the conversation.
+
+Outbound: officer alerts as short SMS ("sms:<pseudonym>" outbox rows, the number is looked up in
+the settings at delivery so it never sits in the database) and, with ``TIPLINE_TWILIO__REDACT``,
+deletion of Twilio's copy of every inbound message ("twilio-redact" rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Literal
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from bot.alerting import AlertComposer
+from bot.channels.twilio_rest import TwilioRest, classify, safe_summary
+from bot.messages import InboundKind, InboundMessage, OutboundMessage
+from bot.outbox import DeliveryError, Sink
+from bot.runtime import Runtime
+from bot.settings import Settings, SettingsError
+from bot.sms_segments import split_for_sms
+from handlers.alerts import AlertEvent
+from handlers.words import Word, fold, global_word
+from storage.records import OutboxItem, OutboxStatus, Tip
+
+log = logging.getLogger(__name__)
+
+PATH = "/sms/twilio"
+SMS = "sms"
+WHATSAPP = "whatsapp"
+WHATSAPP_PREFIX = "whatsapp:"
+OFFICER_SINK = "sms"
+REDACT_SINK = "twilio-redact"
+OFFICER_PSEUDONYM_CHANNEL = "officer-sms"
+
+# Opt-out words carriers and Twilio act on (ARRET for Canadian French). After one of them the
+# carrier sends its own confirmation and blocks further replies, so we answer nothing.
+CARRIER_STOP = frozenset({"stop", "arret", "stopall", "unsubscribe", "cancel", "end", "quit"})
+# Opt-in words. Twilio also accepts YES, but "yes" is an answer in the flow, so it stays one.
+CARRIER_START = frozenset({"start", "unstop"})
+
+# Wait before deleting Twilio's copy of an inbound message, so the delete never races Twilio's own
+# handling of the TwiML answer still on its way back.
+REDACT_DELAY_SECONDS = 5.0
+REDACT_TOO_EARLY_RETRY_SECONDS = 120.0
+
+MAX_FORM_FIELDS = 200  # a real webhook has ~20 fields, plus MediaUrlN/MediaContentTypeN (<= 10 each)
+SMS_BODY_LIMIT = 1600  # Twilio's limit for one (concatenated) SMS
+WHATSAPP_BODY_LIMIT = 4096  # WhatsApp's own text limit: a long WhatsApp message must not get a 400
+_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class TwilioInbound(BaseModel):
+    """The few fields of Twilio's messaging webhook that Tipline reads. Everything else (FromCity,
+    FromZip, ProfileName, WaId, MediaUrl0…) is ignored by construction, never copied."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    message_sid: str = Field(alias="MessageSid", pattern=_SID.pattern)
+    from_: str = Field(alias="From", pattern=r"^(whatsapp:)?\+[1-9]\d{1,14}$")
+    body: str = Field("", alias="Body", max_length=WHATSAPP_BODY_LIMIT)
+    num_media: int = Field(0, alias="NumMedia", ge=0, le=10)
+    # Set by Twilio's Advanced Opt-Out when the text matched an opt-out/in/help keyword, including
+    # keywords a deployment configured in Twilio's console.
+    opt_out_type: Literal["STOP", "START", "HELP"] | None = Field(None, alias="OptOutType")
+
+    @model_validator(mode="after")
+    def _sms_body_limit(self) -> TwilioInbound:
+        if not self.from_.startswith(WHATSAPP_PREFIX) and len(self.body) > SMS_BODY_LIMIT:
+            raise ValueError(f"Body is longer than {SMS_BODY_LIMIT} characters")
+        return self
+
+    @property
+    def channel(self) -> str:
+        return WHATSAPP if self.from_.startswith(WHATSAPP_PREFIX) else SMS
+
+
+def render_twiml(replies: list[OutboundMessage]) -> str:
+    """One ``<Message>`` per SMS segment, in order; no reply gives an empty ``<Response/>``."""
+    response = MessagingResponse()
+    for reply in replies:
+        for part in split_for_sms(reply.text):
+            response.message(part)
+    return str(response)
+
+
+def _twiml(replies: list[OutboundMessage]) -> Response:
+    return Response(render_twiml(replies), media_type="application/xml")
+
+
+def carrier_action(channel: str, text: str, opt_out_type: str | None) -> str | None:
+    """"stop", "start" or None: what a carrier / Twilio does with this SMS besides handing it to us."""
+    if channel != SMS:
+        return None
+    word = fold(text)
+    if opt_out_type == "STOP" or word in CARRIER_STOP:
+        return "stop"
+    if opt_out_type == "START" or word in CARRIER_START:
+        return "start"
+    return None
+
+
+def officer_text(composer: AlertComposer, tip: Tip, event: AlertEvent) -> str:
+    """Case number and flags only: an SMS to an officer's phone never carries what was reported."""
+    t = composer.catalogues.text
+    language = composer.language
+    lines = [t(language, f"alert.{event.value}", case=tip.case_number)]
+    flags = []
+    if tip.urgent and event is not AlertEvent.URGENT:  # the urgent title already says URGENT
+        flags.append(t(language, "alert.flag.urgent"))
+    if tip.minor:
+        flags.append(t(language, "alert.flag.minor"))
+    if flags:
+        lines.append(" · ".join(flags))
+    return "\n".join(lines)
+
+
+def _delivery_error(exc: BaseException) -> DeliveryError:
+    """Twilio's verdict as the outbox understands it. The reason is ``safe_summary`` (Twilio's
+    own message text may quote a phone number, so it is never kept or logged)."""
+    verdict, reason = classify(exc), safe_summary(exc)
+    if verdict == "too_early":
+        return DeliveryError(reason, retry_after=REDACT_TOO_EARLY_RETRY_SECONDS)
+    return DeliveryError(reason, permanent=verdict == "permanent")
+
+
+class OfficerSmsSink:
+    """Short officer alerts by SMS. ``target`` is a pseudonym; the number comes from settings."""
+
+    def __init__(self, rest: TwilioRest, composer: AlertComposer, numbers: dict[str, str]) -> None:
+        self.rest = rest
+        self.composer = composer
+        self.numbers = numbers
+
+    async def deliver(self, item: OutboxItem, target: str) -> None:
+        number = self.numbers.get(target)
+        if number is None:  # the number was removed from the settings since the row was queued
+            raise DeliveryError("officer SMS number is no longer configured", permanent=True)
+        if item.payload.get("kind") != "alert":
+            raise DeliveryError(f"officer SMS cannot carry {item.payload.get('kind')!r} rows", permanent=True)
+        alert = await self.composer.compose(item)
+        if alert is None:
+            return  # the tip was purged: nothing left to tell
+        try:
+            await self.rest.send_sms(number, officer_text(self.composer, alert.tip, alert.event))
+        except Exception as exc:  # noqa: BLE001 - classify decides; unknown errors are permanent
+            raise _delivery_error(exc) from None
+
+
+class RedactSink:
+    """Deletes Twilio's copy (body and metadata) of an inbound message."""
+
+    def __init__(self, rest: TwilioRest) -> None:
+        self.rest = rest
+
+    async def deliver(self, item: OutboxItem, target: str) -> None:
+        sid = item.payload.get("sid")
+        if not isinstance(sid, str) or not _SID.match(sid):
+            raise DeliveryError("redaction row without a valid message sid", permanent=True)
+        try:
+            await self.rest.delete_message(sid)
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return  # already gone (deleted by an earlier attempt, or by hand): done
+            raise _delivery_error(exc) from None
+        except Exception as exc:  # noqa: BLE001
+            raise _delivery_error(exc) from None
+
+
+class SmsChannel:
+    name = SMS
+
+    def __init__(self, settings: Settings) -> None:
+        twilio = settings.twilio
+        assert twilio.auth_token is not None and settings.public_url is not None  # checked by build()
+        self.settings = settings
+        self.webhook_url = settings.public_url + PATH
+        self._validator = RequestValidator(twilio.auth_token.get_secret_value())
+        self._runtime: Runtime | None = None
+        self._rest: TwilioRest | None = None
+        self._officers: dict[str, str] = {}  # pseudonym -> number, in memory only
+
+    # -- Channel protocol ---------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(PATH, self.webhook, methods=["POST"])]
+
+    async def start(self, runtime: Runtime) -> None:
+        twilio = self.settings.twilio
+        assert twilio.account_sid and twilio.auth_token and twilio.from_number
+        self._rest = TwilioRest(twilio.account_sid, twilio.auth_token.get_secret_value(), twilio.from_number, api_url=twilio.api_url)
+        self._officers = {runtime.cipher.pseudonym(OFFICER_PSEUDONYM_CHANNEL, n): n for n in self.settings.officers.sms_numbers}
+        self._runtime = runtime
+
+    def sinks(self) -> dict[str, Sink]:
+        runtime, rest = self._started()
+        return {OFFICER_SINK: OfficerSmsSink(rest, runtime.composer, self._officers), REDACT_SINK: RedactSink(rest)}
+
+    def alert_targets(self) -> tuple[str, ...]:
+        return tuple(f"{OFFICER_SINK}:{pseudonym}" for pseudonym in self._officers)
+
+    async def stop(self) -> None:
+        self._runtime = None
+        if self._rest is not None:
+            await self._rest.aclose()
+
+    def _started(self) -> tuple[Runtime, TwilioRest]:
+        if self._runtime is None or self._rest is None:
+            raise RuntimeError("the SMS channel is not started")
+        return self._runtime, self._rest
+
+    # -- webhook ------------------------------------------------------------------------------
+
+    async def webhook(self, request: Request) -> Response:
+        signature = request.headers.get("x-twilio-signature")
+        if not signature:
+            return PlainTextResponse("forbidden", status_code=403)  # the body is not even read
+        runtime = self._runtime
+        if runtime is None:
+            return PlainTextResponse("starting", status_code=503)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            return PlainTextResponse("expected a form", status_code=400)
+        try:
+            pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            return PlainTextResponse("malformed form", status_code=400)
+        form = ImmutableMultiDict(pairs)  # the validator signs every value of a repeated field
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        url = self.webhook_url + (f"?{query}" if query else "")
+        if not self._validator.validate(url, form, signature):
+            log.warning("twilio webhook refused: signature does not match %s", PATH)
+            return PlainTextResponse("forbidden", status_code=403)
+        try:
+            inbound = TwilioInbound.model_validate(dict(form))
+        except ValidationError as exc:
+            # Field names only: the error text would include the values (a phone number).
+            fields = sorted({str(e["loc"][0]) if e["loc"] else "-" for e in exc.errors()})
+            log.warning("twilio webhook malformed: %s", ", ".join(fields))
+            return PlainTextResponse("malformed message", status_code=400)
+
+        channel = inbound.channel
+        action = carrier_action(channel, inbound.body, inbound.opt_out_type)
+        text, kind = inbound.body, InboundKind.TEXT
+        if action == "stop":
+            word = global_word(text)
+            # STOP, ARRET, QUIT… already erase; the other opt-out words mean the same thing here.
+            text = text if word is not None and word[0] is Word.EXIT else "STOP"
+        elif action == "start":
+            text, kind = "", InboundKind.START
+        elif "Latitude" in form and not text and not inbound.num_media:
+            kind = InboundKind.UNSUPPORTED  # a shared WhatsApp location: answered calmly, not kept
+        message = InboundMessage(
+            channel=channel,
+            sender=runtime.cipher.pseudonym(channel, inbound.from_),
+            text=text,
+            kind=kind,
+            provider_id=inbound.message_sid,
+            reply_address=inbound.from_,
+            has_media=inbound.num_media > 0,
+        )
+        replies = await runtime.engine.handle(message)
+        if self.settings.twilio.redact:
+            await self._queue_redaction(runtime, inbound.message_sid)
+        # After STOP the carrier confirms on its own and blocks anything we would send.
+        return _twiml([] if action == "stop" else replies)
+
+    async def _queue_redaction(self, runtime: Runtime, sid: str) -> None:
+        now = time.time()
+        item = OutboxItem(
+            id=uuid.uuid4().hex,
+            sink=REDACT_SINK,
+            payload={"sid": sid},
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            next_at=now + REDACT_DELAY_SECONDS,
+            created_at=now,
+        )
+        try:
+            async with runtime.store.transaction() as tx:
+                await tx.outbox.add(item)
+        except Exception:  # noqa: BLE001 - the tip is safe; the person must still get the answer
+            log.exception("could not queue the redaction of an inbound message")
+            return
+        runtime.worker.wake()
+
+
+def build(settings: Settings) -> SmsChannel | None:
+    """The SMS channel when Twilio is configured. Signatures are checked against the public URL,
+    so without one the channel refuses to start rather than accept unverifiable webhooks."""
+    if not settings.twilio.enabled:
+        if settings.officers.sms_numbers:
+            log.warning("TIPLINE_OFFICERS__SMS_NUMBERS is set but Twilio is not: no officer SMS will be sent")
+        return None
+    if not settings.public_url:
+        raise SettingsError(
+            "setting TIPLINE_PUBLIC_URL: required for SMS (Twilio signs each webhook with the public URL "
+            f"it calls, e.g. https://tips.example.org{PATH})"
+        )
+    bad = [i + 1 for i, n in enumerate(settings.officers.sms_numbers) if not _E164.match(n)]
+    if bad:
+        raise SettingsError(
+            f"setting TIPLINE_OFFICERS__SMS_NUMBERS: entry {', '.join(map(str, bad))} is not an E.164 number like +15145550100"
+        )
+    return SmsChannel(settings)

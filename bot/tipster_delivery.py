@@ -1,0 +1,49 @@
+"""Delivering an officer's reply to the tipster, on the channel the tip came from.
+
+Outbox rows ``tipster:<channel>`` are written with the reply (only when the tipster accepted
+replies). The text is rendered at delivery in the tipster's language; the officer's name and the
+tipster's address are never shown to anyone. The address is read from the tip (encrypted at rest)
+at the moment of sending and is not logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from bot.i18n import Catalogues
+from bot.outbox import DeliveryError
+from storage.interfaces import Store
+from storage.records import OutboxItem, TipStatus
+
+
+class TipsterSender(Protocol):
+    async def send_to_tipster(self, address: str, text: str) -> None:
+        """Send ``text`` to ``address`` on this channel; raise DeliveryError on failure."""
+        ...
+
+
+class TipsterSink:
+    def __init__(self, store: Store, catalogues: Catalogues, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.catalogues = catalogues
+        self.senders: dict[str, TipsterSender] = {}
+        self._clock = clock
+
+    def register(self, channel: str, sender: TipsterSender) -> None:
+        self.senders[channel] = sender
+
+    async def deliver(self, item: OutboxItem, target: str) -> None:
+        tip = await self.store.tips.get(item.payload["tip_id"])
+        if tip is None or tip.status is TipStatus.CLOSED or not tip.contact_address:
+            return  # closed or purged since: the reply is kept on the case, nothing to send
+        followup = next((f for f in await self.store.followups.for_tip(tip.id) if f.id == item.payload["followup_id"]), None)
+        if followup is None:
+            return
+        sender = self.senders.get(target)
+        if sender is None:
+            raise DeliveryError(f"channel {target} is not running", retry_after=300)
+        await sender.send_to_tipster(tip.contact_address, self.catalogues.text(tip.language, "tipster.reply", text=followup.text))
+        async with self.store.transaction() as tx:
+            await tx.followups.mark_read([followup.id], self._clock())

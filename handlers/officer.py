@@ -1,0 +1,192 @@
+"""Officer commands (DESIGN §4), channel-agnostic: a channel marks a message as coming from an
+officer chat (``InboundMessage.officer`` = the officer's pseudonym) and this module answers it.
+
+    /list                    open tips, urgent and minor first
+    /show CASE               one tip in full (audited)
+    /ack CASE                acknowledge (audited)
+    /reply CASE text         anonymous reply to the tipster (audited)
+    /close CASE reason       close; the contact address is erased (audited)
+    /stats                   counts
+
+Every view, acknowledgement, reply and close is written to the hash-chained audit log in the same
+transaction as its effect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from bot.messages import Purpose
+from handlers.alerts import AlertEvent, answer_label, enqueue_alert
+from handlers.flow import REPORT_STEPS
+from handlers.turn import Turn
+from handlers.words import Word, clean, global_word
+from storage.records import OPEN_STATUSES, Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
+
+ANSWER_WINDOW_SECONDS = 48 * 3600  # how long a tipster's next messages count as an answer
+
+
+def parse_command(text: str) -> tuple[str, str, str] | None:
+    """("/reply@tipline_bot 26-0001 hello") → ("reply", "26-0001", "hello")."""
+    text = text.strip()
+    if not text.startswith("/"):
+        return None
+    parts = text[1:].split(maxsplit=2)
+    if not parts:
+        return None
+    name = parts[0].split("@", 1)[0].lower()
+    return name, parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
+
+
+async def handle(turn: Turn) -> None:
+    command = parse_command(turn.msg.text)
+    language = turn.config.officer_language
+    if command is None:
+        return  # ordinary talk in the officers' group: stay silent
+    name, case, rest = command
+    if name in ("list", "stats"):
+        await (_list if name == "list" else _stats)(turn, language)
+        return
+    action = _ACTIONS.get(name)
+    if action is None:
+        _say(turn, language, "officer.usage")
+        return
+    tip = await turn.tx.tips.by_case(case) if case else None
+    if tip is None or tip.status not in (*OPEN_STATUSES, TipStatus.CLOSED):
+        _say(turn, language, "officer.unknown_case", case=case or "?")
+        return
+    await action(turn, language, tip, rest)
+
+
+def _say(turn: Turn, language: str, key: str, **values: object) -> None:
+    turn.say(language, key, purpose=Purpose.OFFICER, **values)
+
+
+async def _audit(turn: Turn, tip: Tip, action: str) -> None:
+    await turn.tx.audit.append(turn.msg.officer or "unknown", tip.id, action, turn.now)
+
+
+async def _list(turn: Turn, language: str) -> None:
+    tips = await turn.tx.tips.list(OPEN_STATUSES, limit=50)
+    if not tips:
+        _say(turn, language, "officer.list.empty")
+        return
+    lines = [turn.text(language, "officer.list.header", count=len(tips))]
+    for tip in tips:
+        flags = [turn.text(language, "alert.flag.urgent")] if tip.urgent else []
+        if tip.minor:
+            flags.append(turn.text(language, "alert.flag.minor"))
+        kind = answer_label(turn.catalogues, language, "kind", tip.answers.get("kind"))
+        lines.append(f"{tip.case_number} · {tip.status.value} · {_when(tip.created_at)} · {kind} {' '.join(flags)}".rstrip())
+    turn.say_text(language, "officer.list.header", "\n".join(lines), purpose=Purpose.OFFICER)
+
+
+async def _stats(turn: Turn, language: str) -> None:
+    open_tips = await turn.tx.tips.list(OPEN_STATUSES, limit=1_000_000)
+    closed = await turn.tx.tips.list((TipStatus.CLOSED,), limit=1_000_000)
+    week = sum(t.created_at >= turn.now - 7 * 86400 for t in open_tips + closed)
+    _say(
+        turn, language, "officer.stats",
+        open=len(open_tips), urgent=sum(t.urgent for t in open_tips), minor=sum(t.minor for t in open_tips),
+        week=week, closed=len(closed),
+    )  # fmt: skip
+
+
+async def _show(turn: Turn, language: str, tip: Tip, rest: str) -> None:
+    t = turn.text
+    lines = [f"{tip.case_number} · {tip.status.value} · {_when(tip.created_at)}"]
+    flags = [t(language, "alert.flag.urgent")] if tip.urgent else []
+    if tip.minor:
+        flags.append(t(language, "alert.flag.minor"))
+    if flags:
+        lines.append(" · ".join(flags))
+    for step in REPORT_STEPS:
+        lines.append(f"{t(language, step.summary_key)}: {answer_label(turn.catalogues, language, step.id, tip.answers.get(step.id))}")
+    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {tip.language}")
+    followups = await turn.tx.followups.for_tip(tip.id)
+    if followups:
+        lines.append(t(language, "officer.followups") + ":")
+        lines.extend(f"- {t(language, 'officer.author.' + f.author)} ({_when(f.created_at)}): {f.text}" for f in followups)
+    await _audit(turn, tip, "view")
+    turn.say_text(language, "officer.show", "\n".join(lines), purpose=Purpose.OFFICER)
+
+
+async def _ack(turn: Turn, language: str, tip: Tip, rest: str) -> None:
+    if tip.status in (TipStatus.OPEN, TipStatus.IN_PROGRESS):
+        tip.status = TipStatus.ACKNOWLEDGED
+        tip.updated_at = turn.now
+        await turn.tx.tips.save(tip)
+    await _audit(turn, tip, "acknowledge")
+    _say(turn, language, "officer.ack.done", case=tip.case_number)
+
+
+async def _reply(turn: Turn, language: str, tip: Tip, rest: str) -> None:
+    if not rest.strip():
+        _say(turn, language, "officer.usage")
+        return
+    if tip.status is TipStatus.CLOSED:
+        _say(turn, language, "officer.reply.closed", case=tip.case_number)
+        return
+    followup = Followup(uuid.uuid4().hex, tip.id, "officer", rest.strip()[: turn.config.max_text_chars], turn.now)
+    await turn.tx.followups.add(followup)
+    await _audit(turn, tip, "reply")
+    if tip.contact_ok and tip.contact_address:
+        await turn.tx.outbox.add(
+            OutboxItem(
+                uuid.uuid4().hex, f"tipster:{tip.channel}", {"kind": "reply", "tip_id": tip.id, "followup_id": followup.id},
+                OutboxStatus.PENDING, 0, turn.now, turn.now, priority=1,
+            )
+        )  # fmt: skip
+        turn.alerts_queued += 1
+        await open_answer_window(turn, tip)
+        _say(turn, language, "officer.reply.sent", case=tip.case_number)
+    else:
+        _say(turn, language, "officer.reply.waiting", case=tip.case_number)
+
+
+async def _close(turn: Turn, language: str, tip: Tip, rest: str) -> None:
+    tip.status = TipStatus.CLOSED
+    tip.closed_at = tip.updated_at = turn.now
+    tip.close_reason = rest.strip()[:500] or None
+    tip.contact_address = None  # a closed case is never replied to
+    await turn.tx.tips.save(tip)
+    await _audit(turn, tip, "close")
+    _say(turn, language, "officer.close.done", case=tip.case_number)
+
+
+_ACTIONS = {"show": _show, "ack": _ack, "reply": _reply, "close": _close}
+
+
+async def open_answer_window(turn: Turn, tip: Tip) -> None:
+    """After an officer reply goes to the tipster, their next messages answer it (not a new tip)."""
+    state = {"v": 1, "mode": "answer", "tip_id": tip.id, "language": tip.language, "channel": tip.channel}
+    existing = await turn.tx.drafts.get(tip.sender)
+    if existing is None or existing.state.get("mode") == "answer":
+        await turn.tx.drafts.save(Draft(tip.sender, state, turn.now, turn.now + ANSWER_WINDOW_SECONDS))
+
+
+async def tipster_answer(turn: Turn, state: dict) -> dict | None:
+    """A message from a tipster inside an answer window: attach it to the case, tell officers.
+    The caller has checked that the case is still open."""
+    language = state["language"]
+    text = clean(turn.msg.text)
+    word = global_word(text)
+    if word and word[0] is Word.EXIT:
+        turn.say(language, "erased", purpose=Purpose.ERASED)
+        return None
+    tip = await turn.tx.tips.get(state["tip_id"])
+    if not text:
+        turn.say(language, "unsupported")
+        return state
+    followup = Followup(uuid.uuid4().hex, tip.id, "tipster", text[: turn.config.max_text_chars], turn.now)
+    await turn.tx.followups.add(followup)
+    turn.alerts_queued += await enqueue_alert(
+        turn.tx, tip, AlertEvent.ANSWER, turn.config.alert_sinks, turn.now, followup_ids=[followup.id]
+    )
+    turn.say(language, "tipster.answer_sent")
+    return state
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,360 @@
+"""One contract suite over the repository interfaces of storage.interfaces, run against every
+backend. A new backend (PostgreSQL) joins by adding an entry to BACKENDS; nothing here is
+SQLite-specific. Writes go through ``store.transaction()``, reads through ``store.<repository>``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from storage.crypto import Cipher, chain_hash
+from storage.interfaces import Store
+from storage.records import Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
+from storage.sqlite import SqliteStore
+
+T0 = 1_800_000_000.0
+
+
+@dataclass(frozen=True)
+class Backend:
+    open: Callable[[Path, Cipher], Awaitable[Store]]
+    integrity_error: type[Exception]  # what a duplicate key raises
+
+
+BACKENDS: dict[str, Backend] = {
+    "sqlite": Backend(SqliteStore.open, sqlite3.IntegrityError),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+async def store(backend: Backend, tmp_path: Path, cipher: Cipher) -> AsyncIterator[Store]:
+    opened = await backend.open(tmp_path / "data", cipher)
+    yield opened
+    await opened.close()
+
+
+def make_tip(tip_id: str, case: str, **changes: object) -> Tip:
+    tip = Tip(
+        id=tip_id, case_number=case, status=TipStatus.OPEN, sender=f"sender-{tip_id}", channel="sms",
+        language="en", created_at=T0, updated_at=T0, answers={"what": f"answers of {tip_id}"},
+    )  # fmt: skip
+    return replace(tip, **changes)
+
+
+def make_item(item_id: str, **changes: object) -> OutboxItem:
+    item = OutboxItem(item_id, "console", {"text": item_id}, OutboxStatus.PENDING, 0, T0, T0)
+    return replace(item, **changes)
+
+
+# --- transactions --------------------------------------------------------------------------------
+
+
+async def test_transaction_that_raises_rolls_back_everything(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with store.transaction() as tx:
+            await tx.drafts.save(Draft("s1", {"step": 1}, T0, T0 + 60))
+            await tx.tips.save(make_tip("t1", await tx.tips.next_case_number(2026)))
+            await tx.outbox.add(make_item("o1"))
+            await tx.processed.add("sms:SM1", [], T0)
+            await tx.audit.append("officer", "t1", "view", T0)
+            await tx.message_refs.add("s1", ["1"], T0)
+            await tx.receipt_attempts.record_failure("s1", T0)
+            assert await tx.drafts.get("s1") is not None  # the transaction sees its own writes
+            raise RuntimeError("boom")
+    assert await store.drafts.get("s1") is None
+    assert await store.tips.get("t1") is None
+    assert await store.outbox.get("o1") is None
+    assert await store.processed.replies_for("sms:SM1") is None
+    assert await store.audit.entries() == []
+    assert await store.message_refs.get("s1") == []
+    assert await store.receipt_attempts.failures_since("s1", 0) == 0
+    async with store.transaction() as tx:  # the counter increment was rolled back too
+        assert await tx.tips.next_case_number(2026) == "26-0001"
+
+
+async def test_reads_do_not_see_an_open_transaction(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.drafts.save(Draft("s1", {"step": 1}, T0, T0 + 60))
+        await tx.tips.save(make_tip("t1", "26-0001"))
+        assert await tx.tips.get("t1") is not None
+        assert await store.drafts.get("s1") is None
+        assert await store.tips.get("t1") is None
+        assert await store.drafts.count() == 0
+    assert await store.drafts.get("s1") == Draft("s1", {"step": 1}, T0, T0 + 60)
+    assert (await store.tips.get("t1")) == make_tip("t1", "26-0001")
+
+
+async def test_store_is_healthy(store: Store) -> None:
+    assert await store.healthy() is True
+
+
+# --- drafts --------------------------------------------------------------------------------------
+
+
+async def test_drafts(store: Store) -> None:
+    assert await store.drafts.get("nobody") is None
+    async with store.transaction() as tx:
+        await tx.drafts.save(Draft("late", {"step": "where"}, T0, T0 + 300))
+        await tx.drafts.save(Draft("early", {"step": "what", "n": [1, 2]}, T0, T0 + 100))
+        await tx.drafts.save(Draft("never", {}, T0, T0 + 10_000))
+        await tx.drafts.save(Draft("edge", {}, T0, T0 + 200))
+    assert await store.drafts.get("early") == Draft("early", {"step": "what", "n": [1, 2]}, T0, T0 + 100)
+    assert await store.drafts.count() == 4
+    assert await store.drafts.expired(T0 + 200) == ["early", "edge"]
+    assert await store.drafts.expired(T0 + 1000) == ["early", "edge", "late"]
+    assert await store.drafts.expired(T0 + 1000, limit=2) == ["early", "edge"]
+    assert await store.drafts.expired(T0) == []
+
+    async with store.transaction() as tx:  # save again updates in place
+        await tx.drafts.save(Draft("early", {"step": "done"}, T0 + 50, T0 + 5000))
+        await tx.drafts.delete("edge")
+        await tx.drafts.delete("nobody")
+    assert await store.drafts.get("early") == Draft("early", {"step": "done"}, T0 + 50, T0 + 5000)
+    assert await store.drafts.get("edge") is None
+    assert await store.drafts.count() == 3
+    assert await store.drafts.expired(T0 + 1000) == ["late"]
+
+
+# --- tips ----------------------------------------------------------------------------------------
+
+
+async def test_tip_round_trip_with_every_field(store: Store) -> None:
+    tip = make_tip(
+        "t1", "26-0001", status=TipStatus.CLOSED, urgent=True, minor=True, complete=False, contact_ok=True,
+        receipt_hash="r" * 64, contact_address="+15550100", closed_at=T0 + 9, close_reason="referred",
+        answers={"what": "ZEBRA", "ages": [14], "nested": {"ok": True}}, language="fr", channel="telegram",
+    )  # fmt: skip
+    async with store.transaction() as tx:
+        await tx.tips.save(tip)
+        await tx.tips.save(make_tip("t2", "26-0002"))
+    assert await store.tips.get("t1") == tip
+    assert (await store.tips.get("t2")).contact_address is None
+    assert (await store.tips.get("t2")).close_reason is None
+    assert await store.tips.by_case("26-0001") == tip
+    assert await store.tips.by_case(" 26-0002 ") == make_tip("t2", "26-0002")
+    assert await store.tips.by_receipt_hash("r" * 64) == tip
+    assert await store.tips.get("t9") is None
+    assert await store.tips.by_case("26-0009") is None
+    assert await store.tips.by_receipt_hash("x" * 64) is None
+
+
+async def test_tip_update_and_delete(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.tips.save(make_tip("t1", "26-0001", contact_address="chat-42"))
+        await tx.followups.add(Followup("f1", "t1", "tipster", "more detail", T0 + 1))
+    async with store.transaction() as tx:  # e.g. retention dropping the contact address
+        await tx.tips.save(make_tip("t1", "26-0001", status=TipStatus.ACKNOWLEDGED, updated_at=T0 + 5))
+    updated = await store.tips.get("t1")
+    assert updated.status is TipStatus.ACKNOWLEDGED and updated.updated_at == T0 + 5
+    assert updated.contact_address is None
+    assert [f.id for f in await store.followups.for_tip("t1")] == ["f1"]  # updating keeps follow-ups
+    async with store.transaction() as tx:
+        await tx.followups.delete_for_tip("t1")
+        await tx.tips.delete("t1")
+    assert await store.tips.get("t1") is None
+    assert await store.tips.list() == []
+
+
+async def test_case_number_is_unique_across_tips(store: Store, backend: Backend) -> None:
+    async with store.transaction() as tx:
+        await tx.tips.save(make_tip("t1", "26-0001"))
+    with pytest.raises(backend.integrity_error):
+        async with store.transaction() as tx:
+            await tx.tips.save(make_tip("t2", "26-0001"))
+    assert await store.tips.get("t1") == make_tip("t1", "26-0001")  # never silently replaced
+    assert await store.tips.get("t2") is None
+
+
+async def test_tip_list_orders_urgent_then_minor_then_newest(store: Store) -> None:
+    tips = [
+        make_tip("plain-old", "26-0001", created_at=T0),
+        make_tip("plain-new", "26-0002", created_at=T0 + 10),
+        make_tip("minor", "26-0003", created_at=T0 + 1, minor=True),
+        make_tip("urgent", "26-0004", created_at=T0 + 2, urgent=True),
+        make_tip("urgent-minor", "26-0005", created_at=T0 + 1, urgent=True, minor=True),
+        make_tip("urgent-new", "26-0006", created_at=T0 + 20, urgent=True),
+        make_tip("closed", "26-0007", created_at=T0 + 30, urgent=True, status=TipStatus.CLOSED),
+        make_tip("progress", "26-0008", created_at=T0 + 3, status=TipStatus.IN_PROGRESS),
+    ]
+    async with store.transaction() as tx:
+        for tip in tips:
+            await tx.tips.save(tip)
+    open_ids = [t.id for t in await store.tips.list((TipStatus.OPEN,))]
+    assert open_ids == ["urgent-minor", "urgent-new", "urgent", "minor", "plain-new", "plain-old"]
+    every = [t.id for t in await store.tips.list()]
+    assert every[:2] == ["urgent-minor", "closed"] and len(every) == 8
+    assert [t.id for t in await store.tips.list((TipStatus.CLOSED, TipStatus.IN_PROGRESS))] == ["closed", "progress"]
+    assert [t.id for t in await store.tips.list((TipStatus.WITHDRAWN,))] == []
+    assert [t.id for t in await store.tips.list(limit=3)] == ["urgent-minor", "closed", "urgent-new"]
+
+
+async def test_case_numbers_are_sequential_per_year(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.tips.next_case_number(2026) == "26-0001"
+        assert await tx.tips.next_case_number(2026) == "26-0002"
+        assert await tx.tips.next_case_number(2027) == "27-0001"
+    async with store.transaction() as tx:
+        assert await tx.tips.next_case_number(2026) == "26-0003"
+        assert await tx.tips.next_case_number(2100) == "00-0001"
+        assert await tx.tips.next_case_number(2027) == "27-0002"
+
+
+# --- follow-ups ----------------------------------------------------------------------------------
+
+
+async def test_followups(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.tips.save(make_tip("t1", "26-0001"))
+        await tx.tips.save(make_tip("t2", "26-0002"))
+        await tx.followups.add(Followup("f-b", "t1", "officer", "second", T0 + 2))
+        await tx.followups.add(Followup("f-a", "t1", "tipster", "first", T0 + 1))
+        await tx.followups.add(Followup("f-c", "t1", "officer", "third", T0 + 3, read_at=T0 + 4))
+        await tx.followups.add(Followup("f-x", "t2", "tipster", "other tip", T0))
+    assert await store.followups.for_tip("t1") == [
+        Followup("f-a", "t1", "tipster", "first", T0 + 1),
+        Followup("f-b", "t1", "officer", "second", T0 + 2),
+        Followup("f-c", "t1", "officer", "third", T0 + 3, read_at=T0 + 4),
+    ]
+    async with store.transaction() as tx:
+        await tx.followups.mark_read(["f-b", "f-c", "missing"], T0 + 10)
+    read = {f.id: f.read_at for f in await store.followups.for_tip("t1")}
+    assert read == {"f-a": None, "f-b": T0 + 10, "f-c": T0 + 4}  # an earlier read time is kept
+    async with store.transaction() as tx:
+        await tx.followups.delete_for_tip("t1")
+    assert await store.followups.for_tip("t1") == []
+    assert [f.text for f in await store.followups.for_tip("t2")] == ["other tip"]
+    assert await store.followups.for_tip("none") == []
+
+
+# --- processed provider ids ----------------------------------------------------------------------
+
+
+async def test_processed_ids(store: Store, backend: Backend) -> None:
+    replies = [{"to": "sms:abc", "text": "Thank you", "n": 1}]
+    assert await store.processed.replies_for("twilio:SM1") is None
+    async with store.transaction() as tx:
+        await tx.processed.add("twilio:SM1", replies, T0)
+        await tx.processed.add("telegram:7", [], T0 + 100)
+    assert await store.processed.replies_for("twilio:SM1") == replies
+    assert await store.processed.replies_for("telegram:7") == []
+    with pytest.raises(backend.integrity_error):
+        async with store.transaction() as tx:
+            await tx.processed.add("twilio:SM1", [], T0 + 1)
+    assert await store.processed.replies_for("twilio:SM1") == replies
+    async with store.transaction() as tx:
+        assert await tx.processed.purge_before(T0 + 50) == 1
+    assert await store.processed.replies_for("twilio:SM1") is None
+    assert await store.processed.replies_for("telegram:7") == []
+
+
+# --- outbox --------------------------------------------------------------------------------------
+
+
+async def test_outbox_due_orders_by_priority_then_insertion(store: Store) -> None:
+    assert await store.outbox.next_due_at() is None
+    async with store.transaction() as tx:
+        # created_at runs backwards so that only insertion order can explain the result
+        await tx.outbox.add(make_item("low-1", created_at=T0 + 5))
+        await tx.outbox.add(make_item("high-1", priority=10, created_at=T0 + 4))
+        await tx.outbox.add(make_item("low-2", created_at=T0 + 3))
+        await tx.outbox.add(make_item("high-2", priority=10, created_at=T0 + 2))
+        await tx.outbox.add(make_item("later", priority=99, next_at=T0 + 60))
+    assert [i.id for i in await store.outbox.due(T0)] == ["high-1", "high-2", "low-1", "low-2"]
+    assert [i.id for i in await store.outbox.due(T0, limit=3)] == ["high-1", "high-2", "low-1"]
+    assert [i.id for i in await store.outbox.due(T0 + 60)][0] == "later"
+    assert await store.outbox.next_due_at() == T0
+    assert await store.outbox.get("low-2") == make_item("low-2", created_at=T0 + 3)
+    assert await store.outbox.get("missing") is None
+
+
+async def test_outbox_delivery_failure_and_counts(store: Store) -> None:
+    async with store.transaction() as tx:
+        for name in ("a", "b", "c", "d"):
+            await tx.outbox.add(make_item(name, payload={"text": f"payload {name}", "to": ["x"]}))
+    async with store.transaction() as tx:
+        await tx.outbox.mark_delivered("a", T0 + 1)
+        await tx.outbox.mark_failed("b", 1, T0 + 30, "HTTP 503", dead=False)
+        await tx.outbox.mark_failed("c", 5, T0 + 30, "HTTP 400", dead=True)
+    a, b, c = [await store.outbox.get(i) for i in "abc"]
+    assert (a.status, a.delivered_at, a.last_error) == (OutboxStatus.DELIVERED, T0 + 1, None)
+    assert (b.status, b.attempts, b.next_at, b.last_error) == (OutboxStatus.PENDING, 1, T0 + 30, "HTTP 503")
+    assert (c.status, c.attempts, c.last_error) == (OutboxStatus.DEAD, 5, "HTTP 400")
+    assert b.payload == {"text": "payload b", "to": ["x"]}
+    assert [i.id for i in await store.outbox.due(T0 + 29)] == ["d"]
+    assert [i.id for i in await store.outbox.due(T0 + 1000)] == ["b", "d"]
+    assert await store.outbox.counts() == {OutboxStatus.PENDING: 2, OutboxStatus.DELIVERED: 1, OutboxStatus.DEAD: 1}
+    assert await store.outbox.next_due_at() == T0
+    async with store.transaction() as tx:
+        await tx.outbox.mark_delivered("d", T0 + 100)
+    assert await store.outbox.next_due_at() == T0 + 30
+    async with store.transaction() as tx:
+        assert await tx.outbox.delete_delivered_before(T0 + 50) == 1
+    assert await store.outbox.get("a") is None and await store.outbox.get("d") is not None
+    assert await store.outbox.counts() == {OutboxStatus.PENDING: 1, OutboxStatus.DELIVERED: 1, OutboxStatus.DEAD: 1}
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+async def test_audit_chain(store: Store) -> None:
+    appended = []
+    async with store.transaction() as tx:
+        appended.append(await tx.audit.append("officer-1", "t1", "view", T0))
+        appended.append(await tx.audit.append("officer-2", "t1", "close", T0 + 1.5))
+    async with store.transaction() as tx:
+        appended.append(await tx.audit.append("officer-1", "t2", "reply", 1_800_000_100))  # an int time
+    entries = await store.audit.entries()
+    assert entries == appended
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert entries[0].prev_hash == "0" * 64
+    for previous, entry in zip(entries, entries[1:], strict=False):
+        assert entry.prev_hash == previous.hash
+    for entry in entries:  # anyone can re-verify the chain from what was read back
+        assert entry.hash == chain_hash(entry.prev_hash, entry.record())
+    assert len({e.hash for e in entries}) == 3
+
+
+# --- receipt attempts ----------------------------------------------------------------------------
+
+
+async def test_receipt_failures_are_counted_in_a_window(store: Store) -> None:
+    async with store.transaction() as tx:
+        for at in (T0 - 100, T0 - 60, T0 - 10, T0):
+            await tx.receipt_attempts.record_failure("s1", at)
+        await tx.receipt_attempts.record_failure("s2", T0)
+    assert await store.receipt_attempts.failures_since("s1", T0 - 60) == 3
+    assert await store.receipt_attempts.failures_since("s1", T0 - 1000) == 4
+    assert await store.receipt_attempts.failures_since("s1", T0 + 1) == 0
+    assert await store.receipt_attempts.failures_since("s2", T0 - 1000) == 1
+    assert await store.receipt_attempts.failures_since("s3", 0) == 0
+
+
+# --- message refs --------------------------------------------------------------------------------
+
+
+async def test_message_refs(store: Store) -> None:
+    assert await store.message_refs.get("s1") == []
+    async with store.transaction() as tx:
+        await tx.message_refs.add("s1", ["10", "11"], T0)
+        await tx.message_refs.add("s1", ["11", "12", "10"], T0 + 5)
+        await tx.message_refs.add("s2", ["99"], T0 - 1000)
+    assert await store.message_refs.get("s1") == ["10", "11", "12"]
+    async with store.transaction() as tx:
+        await tx.message_refs.add("s1", ["13"], T0 + 6)
+    assert await store.message_refs.get("s1") == ["10", "11", "12", "13"]
+    async with store.transaction() as tx:
+        assert await tx.message_refs.purge_before(T0) == 1
+    assert await store.message_refs.get("s2") == []
+    assert await store.message_refs.get("s1") == ["10", "11", "12", "13"]
+    async with store.transaction() as tx:
+        await tx.message_refs.delete("s1")
+    assert await store.message_refs.get("s1") == []
