@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 from bot.messages import Purpose
 from handlers.alerts import AlertEvent, answer_label, enqueue_alert
-from handlers.flow import REPORT_STEPS
+from handlers.flow import FIRST_STEP, REPORT_STEPS
 from handlers.turn import Turn
 from handlers.words import Word, clean, global_word
 from storage.records import OPEN_STATUSES, Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
@@ -162,7 +162,9 @@ async def open_answer_window(turn: Turn, tip: Tip) -> None:
     """After an officer reply goes to the tipster, their next messages answer it (not a new tip)."""
     state = {"v": 1, "mode": "answer", "tip_id": tip.id, "language": tip.language, "channel": tip.channel}
     existing = await turn.tx.drafts.get(tip.sender)
-    if existing is None or existing.state.get("mode") == "answer":
+    # Never overwrite a report being written; an untouched opening prompt holds nothing to lose.
+    untouched = existing is not None and existing.state.get("step") == FIRST_STEP and not existing.state.get("answers")
+    if existing is None or untouched or existing.state.get("mode") == "answer":
         await turn.tx.drafts.save(Draft(tip.sender, state, turn.now, turn.now + ANSWER_WINDOW_SECONDS))
 
 

@@ -138,3 +138,20 @@ def test_tips_export_is_decrypted(tmp_path: Path, fmt: str) -> None:
 def test_flow_prints_a_mermaid_diagram(tmp_path: Path) -> None:
     result = run(["flow"], tmp_path / "data")
     assert result.stdout.startswith("flowchart TD") and "danger -.->|1: mark_urgent| role" in result.stdout
+
+
+def test_officer_commands_in_chat_and_the_audit_command(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    script = ["1", "2", "2", "2", "2", PLACE, "3", DETAILS[0], "DONE", "1", "1", "/list"]
+    first = chat(data, script)
+    case = re.search(r"(\d\d-\d{4}) · open", first.stdout).group(1)
+    result = chat(data, [f"/show {case}", f"/reply {case} Which floor?", "Third floor", f"/close {case} done"])
+    assert "Officers: Which floor?" in result.stdout  # the reply reached the console tipster
+    assert "Thank you, your answer is sent to the officers." in result.stdout
+    audit = run(["tips", "audit"], data)
+    assert audit.returncode == 0 and audit.stdout.rstrip().endswith("audit chain: intact")
+    assert [line.split()[-1] for line in audit.stdout.splitlines()[:-1]] == ["view", "reply", "close"]
+    with sqlite3.connect(data / "tipline.sqlite3") as raw:
+        raw.execute("UPDATE audit SET action = 'view' WHERE seq = 3")
+    tampered = run(["tips", "audit"], data)
+    assert tampered.returncode == 1 and "audit row 3 was altered" in tampered.stderr

@@ -1,0 +1,119 @@
+"""The outbox worker: retries with backoff, exactly one delivery, survives restarts, dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from bot.outbox import DeliveryError, OutboxWorker
+from storage.crypto import Cipher
+from storage.records import OutboxItem, OutboxStatus
+from storage.sqlite import SqliteStore
+from tests.conftest import Clock
+
+
+class FlakySink:
+    """Fails ``failures`` times, then records each delivered row id."""
+
+    def __init__(self, failures: int = 0, **error: object) -> None:
+        self.failures = failures
+        self.error = error
+        self.attempts = 0
+        self.delivered: list[str] = []
+
+    async def deliver(self, item: OutboxItem, target: str) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise DeliveryError("provider down", **self.error)
+        self.delivered.append(item.id)
+
+
+async def _queue(store: SqliteStore, now: float, sink: str = "flaky:x", priority: int = 0) -> str:
+    item_id = uuid.uuid4().hex
+    async with store.transaction() as tx:
+        await tx.outbox.add(OutboxItem(item_id, sink, {"n": 1}, OutboxStatus.PENDING, 0, now, now, priority))
+    return item_id
+
+
+def _worker(store: SqliteStore, sink: FlakySink, clock: Clock, **options: object) -> OutboxWorker:
+    return OutboxWorker(store, {"flaky": sink}, clock=clock, jitter=lambda: 0.5, **options)
+
+
+async def test_three_failures_then_success_delivers_exactly_once(store: SqliteStore, clock: Clock) -> None:
+    sink = FlakySink(failures=3)
+    worker = _worker(store, sink, clock)
+    item_id = await _queue(store, clock.now)
+    delays = []
+    for _ in range(10):
+        await worker.run_once()
+        item = await store.outbox.get(item_id)
+        if item.status is OutboxStatus.DELIVERED:
+            break
+        delays.append(item.next_at - clock.now)
+        clock.advance(item.next_at - clock.now)
+    assert delays == [2.0, 4.0, 8.0]  # exponential backoff (jitter fixed at 1.0x)
+    assert sink.delivered == [item_id] and sink.attempts == 4
+    await worker.run_once()
+    assert sink.delivered == [item_id]
+
+
+async def test_retry_after_from_the_provider_is_respected(store: SqliteStore, clock: Clock) -> None:
+    worker = _worker(store, FlakySink(failures=1, retry_after=37.0), clock)
+    item_id = await _queue(store, clock.now)
+    await worker.run_once()
+    assert (await store.outbox.get(item_id)).next_at == clock.now + 37.0
+
+
+async def test_a_restart_in_the_middle_of_retries_still_delivers_once(tmp_path: Path, cipher: Cipher, clock: Clock) -> None:
+    first = await SqliteStore.open(tmp_path / "data", cipher)
+    item_id = await _queue(first, clock.now)
+    await _worker(first, FlakySink(failures=5), clock).run_once()
+    await first.close()  # "crash" with the row pending and one attempt made
+
+    second = await SqliteStore.open(tmp_path / "data", cipher)
+    sink = FlakySink()
+    clock.advance(3600)
+    await _worker(second, sink, clock).run_once()
+    await _worker(second, sink, clock).run_once()
+    item = await second.outbox.get(item_id)
+    assert sink.delivered == [item_id] and item.status is OutboxStatus.DELIVERED and item.attempts == 1
+    await second.close()
+
+
+async def test_dead_letter_after_max_attempts_and_permanent_errors(store: SqliteStore, clock: Clock) -> None:
+    worker = _worker(store, FlakySink(failures=100), clock, max_attempts=3)
+    item_id = await _queue(store, clock.now)
+    for _ in range(5):
+        await worker.run_once()
+        clock.advance(10_000)
+    item = await store.outbox.get(item_id)
+    assert item.status is OutboxStatus.DEAD and item.attempts == 3 and item.last_error == "provider down"
+    permanent = _worker(store, FlakySink(failures=1, permanent=True), clock)
+    other = await _queue(store, clock.now)
+    await permanent.run_once()
+    assert (await store.outbox.get(other)).status is OutboxStatus.DEAD
+    assert (await store.outbox.counts())[OutboxStatus.DEAD] == 2
+
+
+async def test_urgent_rows_go_first_and_unknown_sinks_wait(store: SqliteStore, clock: Clock) -> None:
+    sink = FlakySink()
+    worker = _worker(store, sink, clock)
+    ordinary = await _queue(store, clock.now)
+    urgent = await _queue(store, clock.now, priority=2)
+    orphan = await _queue(store, clock.now, sink="nowhere:1")
+    await worker.run_once()
+    assert sink.delivered == [urgent, ordinary]
+    orphaned = await store.outbox.get(orphan)
+    assert orphaned.status is OutboxStatus.PENDING and orphaned.attempts == 1
+
+
+async def test_a_sink_that_crashes_does_not_stop_the_worker(store: SqliteStore, clock: Clock) -> None:
+    class Broken:
+        async def deliver(self, item: OutboxItem, target: str) -> None:
+            raise ZeroDivisionError
+
+    worker = OutboxWorker(store, {"broken": Broken(), "flaky": (sink := FlakySink())}, clock=clock)
+    bad = await _queue(store, clock.now, sink="broken:1")
+    good = await _queue(store, clock.now)
+    await worker.run_once()
+    assert sink.delivered == [good] and (await store.outbox.get(bad)).last_error == "ZeroDivisionError"

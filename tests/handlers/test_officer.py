@@ -1,0 +1,114 @@
+"""Officer commands through the engine: list, show, ack, reply (relayed anonymously), close, stats;
+the audit log records each and detects tampering; non-officers get the tipster flow."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+from bot.engine import Engine
+from bot.messages import InboundMessage, Purpose
+from storage.records import TipStatus
+from storage.sqlite import SqliteStore
+from tests.handlers.test_transcripts import ENGLISH_FULL, FRENCH_FULL
+from tests.handlers.transcript import Talk, run_transcript
+
+OFFICER = "officer-pseudonym-0001"
+
+
+async def officer(engine: Engine, text: str) -> list[str]:
+    replies = await engine.handle(InboundMessage("telegram", "officer-group-sender", text, officer=OFFICER))
+    assert all(r.purpose is Purpose.OFFICER for r in replies)
+    return [r.text for r in replies]
+
+
+async def _file(engine: Engine, script, sender: str, address: str | None = None) -> str:
+    talk = Talk(engine, sender=sender, reply_address=address, channel="sms")
+    replies = await run_transcript(talk, script)
+    return re.search(r"\d{3}-\d{3}-\d{3}-\d{3}", replies[-1][0].text).group()
+
+
+async def test_list_show_ack_reply_close_and_stats(engine: Engine, store: SqliteStore) -> None:
+    await _file(engine, ENGLISH_FULL, "tipster-a")
+    await _file(engine, FRENCH_FULL, "tipster-b", address="+15145550111")  # minor involved, replies OK
+    [listing] = await officer(engine, "/list")
+    assert listing.startswith("Open tips: 2")
+    first_line = listing.splitlines()[1]
+    assert "MINOR INVOLVED" in first_line  # minor first
+    case = first_line.split()[0]
+    [shown] = await officer(engine, f"/show@tipline_bot {case}")
+    assert "Hôtel Étoile" in shown and "Deux jeunes femmes" in shown and "+1514" not in shown
+    assert (await officer(engine, f"/ack {case}")) == [f"Case {case} acknowledged."]
+    assert (await store.tips.by_case(case)).status is TipStatus.ACKNOWLEDGED
+    [sent] = await officer(engine, f"/reply {case} Which floor is it?")
+    assert "on its way" in sent
+    [item] = [i for i in await store.outbox.due(1e12) if i.sink == "tipster:sms"]
+    assert item.payload["kind"] == "reply"
+    # The tipster's next message answers the case instead of starting a new report.
+    tipster = Talk(engine, sender="tipster-b", channel="sms")
+    await run_transcript(tipster, [("Troisième étage", ["tipster.answer_sent"])])
+    [shown] = await officer(engine, f"/show {case}")
+    assert "Officers" in shown and "Which floor is it?" in shown and "Troisième étage" in shown
+    [closed] = await officer(engine, f"/close {case} arrest made")
+    assert "closed" in closed
+    tip = await store.tips.by_case(case)
+    assert tip.status is TipStatus.CLOSED and tip.contact_address is None and tip.close_reason == "arrest made"
+    # After close, the tipster's messages start a new conversation again.
+    await run_transcript(tipster, [("bonjour", ["safety.notice", "danger.question"])])
+    [stats] = await officer(engine, "/stats")
+    assert stats.startswith("Open: 1 (urgent 0, minor 0)") and "Closed: 1" in stats
+    actions = [e.action for e in await store.audit.entries()]
+    assert actions == ["view", "acknowledge", "reply", "view", "close"]
+    assert all(e.officer == OFFICER for e in await store.audit.entries())
+    assert await store.audit.verify() == []
+
+
+async def test_reply_without_consent_waits_for_check(engine: Engine, store: SqliteStore) -> None:
+    code = await _file(engine, ENGLISH_FULL, "tipster-c")
+    case = (await store.tips.list())[0].case_number
+    [waiting] = await officer(engine, f"/reply {case} Can you call us?")
+    assert "waits until they check" in waiting
+    assert not [i for i in await store.outbox.due(1e12) if i.sink.startswith("tipster")]
+    other_phone = Talk(engine, sender="a-different-phone", channel="telegram")
+    replies = await run_transcript(other_phone, [(f"CHECK {code}", ["check.status", "check.reply"])])
+    assert replies[0][1].text == "Officers: Can you call us?"
+    await run_transcript(other_phone, [(f"CHECK {code}", ["check.status", "check.none"])])  # read once
+
+
+async def test_unknown_case_usage_and_plain_talk(engine: Engine) -> None:
+    assert (await officer(engine, "/show 99-9999")) == ["No open case 99-9999."]
+    assert (await officer(engine, "/frobnicate")) == [await _usage(engine)]
+    assert (await officer(engine, "good morning team")) == []  # officers chatting: silence
+    assert (await officer(engine, "/list")) == ["No open tips."]
+
+
+async def _usage(engine: Engine) -> str:
+    return engine.catalogues.text("en", "officer.usage")
+
+
+async def test_commands_from_a_non_officer_get_the_tipster_flow(engine: Engine, store: SqliteStore) -> None:
+    await _file(engine, ENGLISH_FULL, "tipster-d")
+    stranger = Talk(engine, sender="stranger")
+    replies = await run_transcript(stranger, [("/list", ["language.question"])])
+    assert "Open tips" not in replies[0][0].text
+    assert await store.audit.entries() == []
+
+
+async def test_tampered_or_deleted_audit_rows_are_detected(engine: Engine, store: SqliteStore) -> None:
+    await _file(engine, ENGLISH_FULL, "tipster-e")
+    case = (await store.tips.list())[0].case_number
+    for command in ("/show", "/ack", "/show"):
+        await officer(engine, f"{command} {case}")
+    assert await store.audit.verify() == []
+    await store.checkpoint()
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("UPDATE audit SET action = 'acknowledge' WHERE seq = 1")
+    assert await store.audit.verify() == ["audit row 1 was altered"]
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("UPDATE audit SET action = 'view' WHERE seq = 1")
+        raw.execute("DELETE FROM audit WHERE seq = 2")
+    problems = await store.audit.verify()
+    assert "audit row 2 is missing (next is 3)" in problems and "audit row 3 does not follow the row before it" in problems
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("DELETE FROM audit WHERE seq = 3")
+    assert any("newest audit rows are missing" in p for p in await store.audit.verify())
