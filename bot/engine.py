@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.i18n import Catalogues
 from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, Purpose
+from bot.rate_limit import RateLimiter, Verdict
 from handlers import filing, followup, intake, officer
 from handlers.turn import ConversationConfig, Turn
 from handlers.words import Word, clean, global_word, receipt_command
@@ -39,6 +40,7 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         on_alerts: Callable[[], None] = lambda: None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.store = store
         self.catalogues = catalogues
@@ -47,6 +49,7 @@ class Engine:
         self._clock = clock
         self._on_alerts = on_alerts
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.rate_limiter = rate_limiter or RateLimiter()
 
     @asynccontextmanager
     async def _sender_lock(self, sender: str):
@@ -63,10 +66,21 @@ class Engine:
             else:
                 self._locks[sender] = (lock, users - 1)
 
+    def _slow_down(self, msg: InboundMessage) -> OutboundMessage:
+        language = intake.hinted_language(msg.language_hint) or "en"
+        return OutboundMessage(self.catalogues.text(language, "rate.slow_down"), (), Purpose.INFO, "rate.slow_down", language)
+
     def _receipt_hash(self, digits: str) -> str:
         return self._cipher.lookup_hash("receipt", digits)
 
     async def handle(self, msg: InboundMessage) -> list[OutboundMessage]:
+        if msg.officer is None:
+            verdict = self.rate_limiter.check(msg.sender, self._clock())
+            if verdict is Verdict.WARN:
+                log.warning("rate limit: %s sender %s is flooding; further messages dropped", msg.channel, msg.sender[:8])
+                return [self._slow_down(msg)]
+            if verdict is Verdict.DROP:
+                return []
         async with self._sender_lock(msg.sender):
             key = f"{msg.channel}:{msg.provider_id}" if msg.provider_id else None
             async with self.store.transaction() as tx:
