@@ -14,6 +14,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.engine import Engine  # noqa: E402
 from bot.i18n import Catalogues  # noqa: E402
+from bot.rate_limit import RateLimiter  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from handlers.turn import ConversationConfig  # noqa: E402
 from storage.crypto import Cipher, KeyRing  # noqa: E402
@@ -71,7 +72,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def engine(store: SqliteStore, cipher: Cipher, catalogues: Catalogues, clock: Clock) -> Engine:
-    return Engine(store, cipher, catalogues, ConversationConfig(), clock=clock)
+    # The clock stands still in these tests, so the flood limit would never refill: lift it here;
+    # tests/bot/test_rate_limit.py sets its own.
+    return Engine(store, cipher, catalogues, ConversationConfig(), clock=clock, rate_limiter=RateLimiter(burst=10_000))
 
 
 @pytest.fixture
