@@ -49,7 +49,7 @@ class Engine:
         self._clock = clock
         self._on_alerts = on_alerts
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self.rate_limiter = rate_limiter or RateLimiter()
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
 
     @asynccontextmanager
     async def _sender_lock(self, sender: str):
