@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+
+# python-telegram-bot 22 warns on every flood-wait error unless durations are timedeltas.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.settings import Settings, SettingsError, load_settings
 from storage.crypto import DecryptionError, KeyRingError
