@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.channels import twilio_sms
+from bot.channels import telegram, twilio_sms
 from bot.channels.base import Channel
 from bot.settings import Settings
 
@@ -13,6 +13,7 @@ ChannelFactory = Callable[[Settings], Channel | None]
 # One line per channel.
 FACTORIES: list[ChannelFactory] = [
     twilio_sms.build,
+    telegram.build,
 ]
 
 

@@ -12,7 +12,7 @@ import html
 
 from telegram import LinkPreviewOptions
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import ExtBot
 
 from bot.alerting import AlertComposer
@@ -22,8 +22,8 @@ from bot.outbox import DeliveryError
 from storage.records import OutboxItem
 
 SINK_PREFIX = "telegram"
-# Room left in each piece for the <b></b> around the title (Telegram counts text after parsing,
-# so escaped characters count once; the margin only matters for the first piece).
+# Telegram's 4096-character limit counts the text after HTML parsing (tags and escapes do not add
+# to it), so pieces of 4000 plain characters fit with room to spare.
 _PIECE_LIMIT = 4000
 
 
@@ -45,6 +45,23 @@ def _reason(exc: TelegramError) -> str:
     # Telegram's descriptions name the problem ("chat not found"), never message content; the
     # reason is stored in the outbox row, so keep it short.
     return f"telegram {type(exc).__name__}: {exc.message}"[:200]
+
+
+def delivery_error(exc: TelegramError) -> DeliveryError:
+    """What the outbox should do about a failed send (alerts here, officers' replies to tipsters)."""
+    if isinstance(exc, RetryAfter):
+        return DeliveryError(_reason(exc), retry_after=retry_seconds(exc))
+    if isinstance(exc, ChatMigrated):
+        # The group became a supergroup: its id changed, and only the configuration can follow.
+        return DeliveryError(
+            f"telegram chat moved to {exc.new_chat_id}; update TIPLINE_OFFICERS__TELEGRAM_CHAT_IDS", permanent=True
+        )
+    if isinstance(exc, (BadRequest, Forbidden, InvalidToken)):
+        # Removed from the group, chat not found, blocked by the person, a token revoked: retrying
+        # cannot help. (BadRequest is a NetworkError in PTB, so it is tested first.)
+        return DeliveryError(_reason(exc), permanent=True)
+    # NetworkError (TimedOut, Telegram's 5xx answers) and anything else: try again later.
+    return DeliveryError(_reason(exc))
 
 
 class TelegramAlertSink:
@@ -70,17 +87,5 @@ class TelegramAlertSink:
                     # No waiting inside the worker on a 429: the outbox reschedules the row.
                     rate_limit_args=Retries(0),
                 )
-        except RetryAfter as exc:
-            raise DeliveryError(_reason(exc), retry_after=retry_seconds(exc)) from None
-        except ChatMigrated as exc:
-            # The group became a supergroup: its id changed, and only the configuration can follow.
-            raise DeliveryError(
-                f"telegram officer chat moved to {exc.new_chat_id}; update TIPLINE_OFFICERS__TELEGRAM_CHAT_IDS", permanent=True
-            ) from None
-        except (BadRequest, Forbidden, InvalidToken) as exc:
-            # Removed from the group, chat not found, a token revoked: retrying cannot help.
-            raise DeliveryError(_reason(exc), permanent=True) from None
-        except NetworkError as exc:  # includes TimedOut and Telegram's 5xx answers
-            raise DeliveryError(_reason(exc)) from None
-        except TelegramError as exc:  # anything else Telegram says: try again later
-            raise DeliveryError(_reason(exc)) from None
+        except TelegramError as exc:
+            raise delivery_error(exc) from None

@@ -30,7 +30,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Literal
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -73,6 +73,7 @@ CARRIER_START = frozenset({"start", "unstop"})
 # handling of the TwiML answer still on its way back.
 REDACT_DELAY_SECONDS = 5.0
 REDACT_TOO_EARLY_RETRY_SECONDS = 120.0
+STOPPED_RETRY_SECONDS = 30.0
 
 MAX_FORM_FIELDS = 200  # a real webhook has ~20 fields, plus MediaUrlN/MediaContentTypeN (<= 10 each)
 SMS_BODY_LIMIT = 1600  # Twilio's limit for one (concatenated) SMS
@@ -92,8 +93,9 @@ class TwilioInbound(BaseModel):
     body: str = Field("", alias="Body", max_length=WHATSAPP_BODY_LIMIT)
     num_media: int = Field(0, alias="NumMedia", ge=0, le=10)
     # Set by Twilio's Advanced Opt-Out when the text matched an opt-out/in/help keyword, including
-    # keywords a deployment configured in Twilio's console.
-    opt_out_type: Literal["STOP", "START", "HELP"] | None = Field(None, alias="OptOutType")
+    # keywords a deployment configured in Twilio's console. Free text: a value Twilio adds one day
+    # must not turn a message into a 400 (silence for the person).
+    opt_out_type: str | None = Field(None, alias="OptOutType", max_length=32)
 
     @model_validator(mode="after")
     def _sms_body_limit(self) -> TwilioInbound:
@@ -120,7 +122,8 @@ def _twiml(replies: list[OutboundMessage]) -> Response:
 
 
 def carrier_action(channel: str, text: str, opt_out_type: str | None) -> str | None:
-    """"stop", "start" or None: what a carrier / Twilio does with this SMS besides handing it to us."""
+    """What the carrier or Twilio does with this SMS besides handing it to us: "stop", "start",
+    "help" or None."""
     if channel != SMS:
         return None
     word = fold(text)
@@ -128,7 +131,14 @@ def carrier_action(channel: str, text: str, opt_out_type: str | None) -> str | N
         return "stop"
     if opt_out_type == "START" or word in CARRIER_START:
         return "start"
+    if opt_out_type == "HELP":
+        return "help"
     return None
+
+
+def _word(text: str) -> Word | None:
+    found = global_word(text)
+    return found[0] if found else None
 
 
 def officer_text(composer: AlertComposer, tip: Tip, event: AlertEvent) -> str:
@@ -158,7 +168,7 @@ def _delivery_error(exc: BaseException) -> DeliveryError:
 class OfficerSmsSink:
     """Short officer alerts by SMS. ``target`` is a pseudonym; the number comes from settings."""
 
-    def __init__(self, rest: TwilioRest, composer: AlertComposer, numbers: dict[str, str]) -> None:
+    def __init__(self, rest: Callable[[], TwilioRest], composer: AlertComposer, numbers: dict[str, str]) -> None:
         self.rest = rest
         self.composer = composer
         self.numbers = numbers
@@ -172,8 +182,10 @@ class OfficerSmsSink:
         alert = await self.composer.compose(item)
         if alert is None:
             return  # the tip was purged: nothing left to tell
+        text = officer_text(self.composer, alert.tip, alert.event)
+        rest = self.rest()
         try:
-            await self.rest.send_sms(number, officer_text(self.composer, alert.tip, alert.event))
+            await rest.send_sms(number, text)
         except Exception as exc:  # noqa: BLE001 - classify decides; unknown errors are permanent
             raise _delivery_error(exc) from None
 
@@ -181,15 +193,16 @@ class OfficerSmsSink:
 class RedactSink:
     """Deletes Twilio's copy (body and metadata) of an inbound message."""
 
-    def __init__(self, rest: TwilioRest) -> None:
+    def __init__(self, rest: Callable[[], TwilioRest]) -> None:
         self.rest = rest
 
     async def deliver(self, item: OutboxItem, target: str) -> None:
         sid = item.payload.get("sid")
         if not isinstance(sid, str) or not _SID.match(sid):
             raise DeliveryError("redaction row without a valid message sid", permanent=True)
+        rest = self.rest()
         try:
-            await self.rest.delete_message(sid)
+            await rest.delete_message(sid)
         except TwilioRestException as exc:
             if exc.status == 404:
                 return  # already gone (deleted by an earlier attempt, or by hand): done
@@ -222,23 +235,40 @@ class SmsChannel:
         self._rest = TwilioRest(twilio.account_sid, twilio.auth_token.get_secret_value(), twilio.from_number, api_url=twilio.api_url)
         self._officers = {runtime.cipher.pseudonym(OFFICER_PSEUDONYM_CHANNEL, n): n for n in self.settings.officers.sms_numbers}
         self._runtime = runtime
+        # Officers' replies to tipsters who accepted them go back the way the tip came.
+        runtime.tipster_sink.register(SMS, self)
+        runtime.tipster_sink.register(WHATSAPP, self)
 
     def sinks(self) -> dict[str, Sink]:
-        runtime, rest = self._started()
-        return {OFFICER_SINK: OfficerSmsSink(rest, runtime.composer, self._officers), REDACT_SINK: RedactSink(rest)}
+        runtime = self._runtime
+        if runtime is None:
+            raise RuntimeError("the SMS channel is not started")
+        return {OFFICER_SINK: OfficerSmsSink(self._rest_for_delivery, runtime.composer, self._officers), REDACT_SINK: RedactSink(self._rest_for_delivery)}
 
     def alert_targets(self) -> tuple[str, ...]:
         return tuple(f"{OFFICER_SINK}:{pseudonym}" for pseudonym in self._officers)
 
     async def stop(self) -> None:
         self._runtime = None
-        if self._rest is not None:
-            await self._rest.aclose()
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            await rest.aclose()
 
-    def _started(self) -> tuple[Runtime, TwilioRest]:
-        if self._runtime is None or self._rest is None:
-            raise RuntimeError("the SMS channel is not started")
-        return self._runtime, self._rest
+    async def send_to_tipster(self, address: str, text: str) -> None:
+        """An officer's reply, to the number (or ``whatsapp:`` number) the tip came from."""
+        rest = self._rest_for_delivery()
+        try:
+            await rest.send_sms(address, text)
+        except Exception as exc:  # noqa: BLE001 - classify decides; unknown errors are permanent
+            raise _delivery_error(exc) from None
+
+    def _rest_for_delivery(self) -> TwilioRest:
+        """The REST client, or a retry later when the channel is stopped. The web app stops
+        channels before the outbox worker, and TwilioRest would quietly reopen (and leak) an HTTP
+        session if used after ``stop``; the row simply waits for the next start."""
+        if self._rest is None:
+            raise DeliveryError("the SMS channel is stopped", retry_after=STOPPED_RETRY_SECONDS)
+        return self._rest
 
     # -- webhook ------------------------------------------------------------------------------
 
@@ -273,11 +303,12 @@ class SmsChannel:
         action = carrier_action(channel, inbound.body, inbound.opt_out_type)
         text, kind = inbound.body, InboundKind.TEXT
         if action == "stop":
-            word = global_word(text)
             # STOP, ARRET, QUIT… already erase; the other opt-out words mean the same thing here.
-            text = text if word is not None and word[0] is Word.EXIT else "STOP"
+            text = text if _word(text) is Word.EXIT else "STOP"
         elif action == "start":
             text, kind = "", InboundKind.START
+        elif action == "help" and _word(text) is not Word.HELP:
+            text = "HELP"  # a help keyword configured in Twilio's console: our help, not a report
         elif "Latitude" in form and not text and not inbound.num_media:
             kind = InboundKind.UNSUPPORTED  # a shared WhatsApp location: answered calmly, not kept
         message = InboundMessage(

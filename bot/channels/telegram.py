@@ -1,0 +1,473 @@
+"""The Telegram channel: private chats run the tip conversation; officer groups get alerts.
+
+Updates arrive by webhook (``POST /telegram/webhook``, verified by the secret token Telegram sends
+before the body is read) or by long polling; both feed :meth:`TelegramChannel.process`, which says
+whether the update is done or must come again. An update is done only once the engine committed it
+and its replies were sent, so a failure to send asks Telegram to deliver it again (503 to the
+webhook; in polling, its offset is not confirmed). The engine de-duplicates by update id, so the
+second delivery re-sends the same replies without filing anything twice.
+
+Privacy: chat ids, user ids, names and text are never logged, stored in clear or put in an
+exception; log lines name the update id and the first 8 characters of the sender pseudonym. Every
+message id of a conversation (the person's and the bot's) is kept, encrypted, so the person can
+delete the whole chat from their phone after the receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from telegram import CallbackQuery, InlineKeyboardMarkup, Update
+from telegram.constants import ChatType, UpdateType
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.ext import ExtBot
+from telegram.request import HTTPXRequest
+
+from bot.channels.telegram_alerts import SINK_PREFIX, TelegramAlertSink, delivery_error
+from bot.channels.telegram_limits import FloodLimiter, FloodLimits
+from bot.channels.telegram_polling import Outcome, Poller
+from bot.channels.telegram_messages import (
+    CHANNEL,
+    DeleteAnswer,
+    choice_keyboard,
+    choice_value,
+    delete_answer,
+    delete_offer,
+    inbound_from_choice,
+    inbound_from_message,
+    split_text,
+)
+from bot.messages import InboundMessage, OutboundMessage, Purpose
+from bot.outbox import DeliveryError, Sink
+from bot.runtime import Runtime
+from bot.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# Edits are ignored, so Telegram is not asked for them: the less it sends, the less passes through.
+ALLOWED_UPDATES = (UpdateType.MESSAGE, UpdateType.CALLBACK_QUERY)
+OFFER_DELETION_AFTER = (Purpose.RECEIPT, Purpose.ERASED)
+DELETE_CHUNK = 100  # Telegram's maximum per deleteMessages call
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class TelegramSetupError(RuntimeError):
+    """Telegram refused the channel's set-up (bad token, webhook URL rejected)."""
+
+
+def _frames(exc: BaseException) -> str:
+    """Where an exception happened, without its message (which could quote personal data)."""
+    return "".join(traceback.format_tb(exc.__traceback__))
+
+
+def _transient(exc: TelegramError) -> bool:
+    """Worth asking Telegram to deliver the update again: throttling, outages, timeouts. A bad
+    request or a person who blocked the bot will not get better."""
+    if isinstance(exc, BadRequest):
+        return False
+    return isinstance(exc, (RetryAfter, NetworkError))
+
+
+def _hold_library_logs() -> None:
+    # PTB logs every request's parameters and every update at DEBUG: chat ids, names, text.
+    # ``setup_logging`` quiets it in ``serve``; this holds even where it was not called.
+    logger = logging.getLogger("telegram")
+    if logger.level < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+
+
+class _KeyedLocks:
+    """One lock per sender, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class TelegramChannel:
+    name = CHANNEL
+    _PRESSED_KEPT = 4096  # recent button presses remembered (per prompt message) against double taps
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limits: FloodLimits | None = None,
+        poll_timeout: float = 30.0,
+        retry_delay: float = 5.0,
+    ) -> None:
+        token = settings.telegram.token
+        if token is None or not token.get_secret_value():
+            raise ValueError("the Telegram channel needs TIPLINE_TELEGRAM__TOKEN")
+        self.mode = settings.telegram_mode
+        secret = settings.telegram.webhook_secret
+        if self.mode == "webhook":
+            # Without the secret anyone who finds the URL could post updates in a person's name.
+            if secret is None:
+                raise SettingsError("setting TIPLINE_TELEGRAM__WEBHOOK_SECRET: required in Telegram webhook mode")
+            if not settings.public_url:
+                raise SettingsError("setting TIPLINE_PUBLIC_URL: required in Telegram webhook mode (or set TIPLINE_TELEGRAM__MODE=polling)")
+        self._token = token.get_secret_value()
+        self._api_url = settings.telegram.api_url.rstrip("/")
+        self._secret = secret.get_secret_value().encode("ascii") if secret else None
+        self._webhook_url = f"{settings.public_url}{WEBHOOK_PATH}" if settings.public_url else None
+        self._officer_chats = tuple(settings.officers.telegram_chat_ids)
+        self._limits = limits or FloodLimits()
+        self._poll_timeout = poll_timeout
+        self._retry_delay = retry_delay
+        self._runtime: Runtime | None = None
+        self._bot: ExtBot | None = None
+        self._locks = _KeyedLocks()
+        self._pressed: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._poller: Poller | None = None
+        self._task: asyncio.Task | None = None  # polling, or registering the webhook late
+        self._stopped = asyncio.Event()
+
+    # --- the Channel protocol --------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])] if self.mode == "webhook" else []
+
+    def sinks(self) -> dict[str, Sink]:
+        if self._bot is None or self._runtime is None:
+            return {}
+        return {SINK_PREFIX: TelegramAlertSink(self._bot, self._runtime.composer)}
+
+    def alert_targets(self) -> tuple[str, ...]:
+        return tuple(f"{SINK_PREFIX}:{chat_id}" for chat_id in self._officer_chats)
+
+    async def start(self, runtime: Runtime) -> None:
+        _hold_library_logs()
+        if urlsplit(self._api_url).scheme == "http" and urlsplit(self._api_url).hostname not in _LOOPBACK:
+            log.warning("the Telegram API URL is plain http on another host: the bot token crosses the network unencrypted")
+        self._runtime = runtime
+        self._stopped.clear()
+        self._bot = ExtBot(
+            self._token,
+            base_url=f"{self._api_url}/bot",
+            base_file_url=f"{self._api_url}/file/bot",
+            request=HTTPXRequest(),
+            get_updates_request=HTTPXRequest(),
+            rate_limiter=FloodLimiter(self._limits),
+        )
+        try:
+            await self._connect()
+            connected = True
+        except (InvalidToken, BadRequest) as exc:
+            await self._bot.shutdown()
+            self._bot = self._runtime = None
+            raise TelegramSetupError(self._refusal(exc)) from None
+        except TelegramError as exc:
+            # Telegram keeps updates for a day: starting without it loses nothing, and SMS still runs.
+            log.warning("Telegram unreachable at start-up (%s); retrying in the background", type(exc).__name__)
+            connected = False
+        runtime.tipster_sink.register(CHANNEL, self)
+        if self.mode == "polling":
+            self._poller = Poller(
+                self._bot,
+                self.process,
+                self._connect,
+                allowed_updates=ALLOWED_UPDATES,
+                timeout=self._poll_timeout,
+                retry_delay=self._retry_delay,
+            )
+            self._task = asyncio.create_task(self._poller.run(connected), name="telegram-polling")
+        elif not connected:
+            self._task = asyncio.create_task(self._connect_later(), name="telegram-webhook")
+        log.info("telegram channel started (%s)", self.mode)
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        if self._poller is not None:
+            self._poller.stop()
+        if self._task is not None:
+            try:
+                # An update being handled is finished (its replies sent) before the bot closes.
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await self._task
+        self._task = self._poller = None
+        if self._bot is not None:
+            await self._bot.shutdown()
+        self._bot = self._runtime = None
+
+    async def send_to_tipster(self, address: str, text: str) -> None:
+        """An officer's reply (outbox sink ``tipster:telegram``), to the chat the tip came from."""
+        if self._bot is None or self._runtime is None:
+            raise DeliveryError("the Telegram channel is not running", retry_after=60)
+        if not address.removeprefix("-").isdigit():
+            raise DeliveryError("the tip's address is not a Telegram chat id", permanent=True)  # never quoted
+        sent: list[int] = []
+        try:
+            await self._send(int(address), text, None, sent)
+        except TelegramError as exc:
+            raise delivery_error(exc) from None
+        finally:
+            # The reply is part of the conversation the person may delete from the phone.
+            await self._remember(self._runtime.cipher.pseudonym(CHANNEL, address), [str(i) for i in sent])
+
+    # --- set-up ----------------------------------------------------------------------------------
+
+    def _refusal(self, exc: TelegramError) -> str:
+        if isinstance(exc, InvalidToken):
+            # PTB's own message quotes the token.
+            return "Telegram rejected the bot token (setting TIPLINE_TELEGRAM__TOKEN)"
+        return f"Telegram refused the set-up ({exc.message}); check TIPLINE_PUBLIC_URL and TIPLINE_TELEGRAM__*"
+
+    async def _connect(self) -> None:
+        assert self._bot is not None
+        await self._bot.initialize()  # getMe: checks the token
+        if self.mode == "webhook":
+            await self._bot.set_webhook(
+                url=self._webhook_url, secret_token=self._secret.decode("ascii"), allowed_updates=list(ALLOWED_UPDATES)
+            )
+            log.info("telegram webhook registered")
+        else:
+            # getUpdates is refused while a webhook is set; pending updates are kept (not dropped).
+            await self._bot.delete_webhook()
+
+    async def _connect_later(self) -> None:
+        delay = self._retry_delay
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=delay)
+            if self._stopped.is_set():
+                return
+            try:
+                await self._connect()
+                return
+            except (InvalidToken, BadRequest) as exc:
+                log.error("%s; Telegram stays off until restart", self._refusal(exc))
+                return
+            except TelegramError as exc:
+                delay = min(delay * 2, 300.0)
+                log.warning("Telegram still unreachable (%s); retrying in %.0fs", type(exc).__name__, delay)
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    async def _webhook(self, request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER)
+        # Checked before the body is read: an unauthenticated request costs nothing more.
+        if self._secret is None or given is None or not hmac.compare_digest(given.encode("latin-1"), self._secret):
+            return PlainTextResponse("forbidden", status_code=403)
+        if self._bot is None or self._runtime is None:
+            return PlainTextResponse("not ready", status_code=503)
+        update = self._parse(await request.body())
+        if update is None:
+            return PlainTextResponse("not a Telegram update", status_code=400)
+        outcome = await self.process(update)
+        return Response(status_code=outcome.value)
+
+    def _parse(self, body: bytes) -> Update | None:
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+            return None
+        try:
+            return Update.de_json(data, self._bot)
+        except Exception:  # noqa: BLE001 - whatever PTB cannot read is not an update (400)
+            return None
+
+    async def process(self, update: Update) -> Outcome:
+        """Handle one update (webhook or polling); never raises."""
+        try:
+            if update.callback_query is not None and update.callback_query.message is not None:
+                chat = update.callback_query.message.chat
+            elif update.message is not None:
+                chat = update.message.chat
+            else:
+                return Outcome.DONE  # edits, channel posts, membership changes: nothing to do
+            if chat.type != ChatType.PRIVATE:
+                await self._group_update(update)
+                return Outcome.DONE
+            assert self._runtime is not None
+            sender = self._runtime.cipher.pseudonym(CHANNEL, str(chat.id))
+            async with self._locks.hold(sender):
+                return await self._private(update, chat.id, sender)
+        except Exception as exc:  # noqa: BLE001 - a failure here must become "deliver again", not a 500
+            log.error("telegram update %s failed (%s)\n%s", update.update_id, type(exc).__name__, _frames(exc))
+            return Outcome.RETRY
+
+    async def _group_update(self, update: Update) -> None:
+        """Groups, supergroups and channels never run the tipster conversation: the bot stays
+        silent there and keeps nothing. Officer commands from the configured officer groups
+        attach here."""
+        log.debug("telegram update %s from a group ignored", update.update_id)
+
+    async def _private(self, update: Update, chat_id: int, sender: str) -> Outcome:
+        assert self._runtime is not None
+        query = update.callback_query
+        inbound: InboundMessage | None
+        if query is not None:
+            await self._answer(query)
+            deletion = delete_answer(query)
+            if deletion is not None:
+                return await self._deletion(chat_id, sender, query, deletion)
+            value = choice_value(query)
+            if value is None or not self._first_press(sender, query, update.update_id):
+                return Outcome.DONE
+            await self._clear_buttons(chat_id, query.message.message_id)
+            inbound = inbound_from_choice(query, value, update.update_id, sender, chat_id)
+        else:
+            inbound = inbound_from_message(update.message, update.update_id, sender)
+            if inbound is None:
+                return Outcome.DONE
+        replies = await self._runtime.engine.handle(inbound)
+        sent: list[int] = []
+        outcome = await self._send_replies(chat_id, sender, replies, sent)
+        own = [inbound.message_ref] if inbound.message_ref else []
+        await self._remember(sender, own + [str(message_id) for message_id in sent])
+        log.debug("telegram update %s for %s: %d messages sent", update.update_id, sender[:8], len(sent))
+        return outcome
+
+    def _first_press(self, sender: str, query: CallbackQuery, update_id: int) -> bool:
+        """A prompt's buttons answer once: a double tap (a second update for the same message)
+        must not answer the next question too. A redelivery of the same update still counts."""
+        key = (sender, query.message.message_id)
+        earlier = self._pressed.get(key)
+        if earlier is not None and earlier != update_id:
+            log.debug("telegram update %s: a second press on an answered prompt ignored", update_id)
+            return False
+        self._pressed[key] = update_id
+        self._pressed.move_to_end(key)
+        while len(self._pressed) > self._PRESSED_KEPT:
+            self._pressed.popitem(last=False)
+        return True
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    async def _send(self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None, sent: list[int]) -> None:
+        assert self._bot is not None
+        pieces = split_text(text)
+        for index, piece in enumerate(pieces):
+            message = await self._bot.send_message(
+                chat_id,
+                piece,
+                protect_content=True,  # no forwarding or saving of the conversation
+                reply_markup=markup if index == len(pieces) - 1 else None,
+            )
+            sent.append(message.message_id)
+
+    async def _send_replies(self, chat_id: int, sender: str, replies: list[OutboundMessage], sent: list[int]) -> Outcome:
+        assert self._runtime is not None
+        try:
+            for reply in replies:
+                await self._send(chat_id, reply.text, choice_keyboard(reply), sent)
+                if reply.purpose in OFFER_DELETION_AFTER:
+                    text, markup = delete_offer(self._runtime.catalogues, reply.language)
+                    await self._send(chat_id, text, markup, sent)
+        except TelegramError as exc:
+            return self._send_failed(sender, exc)
+        return Outcome.DONE
+
+    def _send_failed(self, sender: str, exc: TelegramError) -> Outcome:
+        if _transient(exc):
+            log.warning("telegram reply to %s failed (%s); Telegram will deliver the update again", sender[:8], type(exc).__name__)
+            return Outcome.RETRY
+        # Blocked the bot, or a request Telegram will never accept: retrying cannot help.
+        log.warning("telegram reply to %s not delivered (%s)", sender[:8], type(exc).__name__)
+        return Outcome.DONE
+
+    async def _answer(self, query: CallbackQuery) -> None:
+        """Stop the button's spinner. Best effort: the answer matters more than the animation."""
+        assert self._bot is not None
+        try:
+            await self._bot.answer_callback_query(query.id)
+        except TelegramError as exc:
+            log.debug("telegram callback answer failed (%s)", type(exc).__name__)
+
+    async def _clear_buttons(self, chat_id: int, message_id: int) -> None:
+        """Remove the buttons of an answered message, so old buttons cannot answer a later question.
+        Best effort: it fails harmlessly on a redelivery (already cleared) or an old message."""
+        assert self._bot is not None
+        try:
+            await self._bot.edit_message_reply_markup(chat_id, message_id, reply_markup=None)
+        except TelegramError as exc:
+            log.debug("telegram buttons not cleared (%s)", type(exc).__name__)
+
+    # --- the conversation's message ids, and deleting them ---------------------------------------
+
+    async def _remember(self, sender: str, refs: list[str]) -> None:
+        assert self._runtime is not None
+        if not refs:
+            return
+        try:
+            async with self._runtime.store.transaction() as tx:
+                await tx.message_refs.add(sender, refs, time.time())
+        except Exception as exc:  # noqa: BLE001 - the replies are out; only later deletion is affected
+            log.error("telegram message ids of %s not recorded (%s)", sender[:8], type(exc).__name__)
+
+    async def _forget(self, sender: str) -> None:
+        assert self._runtime is not None
+        async with self._runtime.store.transaction() as tx:
+            await tx.message_refs.delete(sender)
+
+    async def _deletion(self, chat_id: int, sender: str, query: CallbackQuery, answer: DeleteAnswer) -> Outcome:
+        assert self._runtime is not None and self._bot is not None
+        offer_id = query.message.message_id
+        if not answer.confirmed:
+            await self._forget(sender)
+            await self._clear_buttons(chat_id, offer_id)
+            log.info("telegram conversation of %s kept on the phone", sender[:8])
+            return Outcome.DONE
+        refs = await self._runtime.store.message_refs.get(sender)
+        ids = sorted({int(ref) for ref in refs if ref.isdigit()} | {offer_id})
+        too_old = False
+        try:
+            for start in range(0, len(ids), DELETE_CHUNK):
+                try:
+                    await self._bot.delete_messages(chat_id, ids[start : start + DELETE_CHUNK])
+                except BadRequest:
+                    too_old = True  # past Telegram's 48 hours (or already gone)
+            await self._forget(sender)
+            if too_old:
+                await self._send(chat_id, self._runtime.catalogues.text(answer.language, "telegram.delete_too_old"), None, [])
+        except TelegramError as exc:
+            return self._send_failed(sender, exc)
+        log.info("telegram conversation of %s deleted (%d messages%s)", sender[:8], len(ids), "; some too old" if too_old else "")
+        return Outcome.DONE
+
+
+def build(
+    settings: Settings,
+    *,
+    limits: FloodLimits | None = None,
+    poll_timeout: float = 30.0,
+    retry_delay: float = 5.0,
+) -> TelegramChannel | None:
+    """The channel, or None when no bot token is configured."""
+    token = settings.telegram.token
+    if token is None or not token.get_secret_value():
+        return None
+    return TelegramChannel(settings, limits=limits, poll_timeout=poll_timeout, retry_delay=retry_delay)
