@@ -123,7 +123,7 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
             print(", ".join(f"{name}: {count}" for name, count in report.items()))
             return 0
         if args.action == "audit":
-            cases = {t.id: t.case_number for t in await store.tips.list(None, limit=1_000_000)}
+            cases = {t.id: t.case_number for t in await store.tips.list(None, limit=None)}
             for entry in await store.audit.entries():
                 print(f"{entry.seq:>6}  {_when(entry.at)}  officer {entry.officer[:8]}  {cases.get(entry.tip_id, '(purged)'):<9} {entry.action}")
             problems = await store.audit.verify()
@@ -133,7 +133,7 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
             return 1 if problems else 0
         if args.action == "list":
             statuses = None if args.all else OPEN_STATUSES
-            for tip in await store.tips.list(statuses, limit=1000):
+            for tip in await store.tips.list(statuses, limit=None):
                 print(f"{tip.case_number}  {tip.status.value:<12} {_when(tip.created_at)}  {tip.channel:<9} {_flags(tip)}")
             return 0
         if args.action == "show":
@@ -143,7 +143,7 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             print(json.dumps(tip_record(tip, await store.followups.for_tip(tip.id)), indent=2, ensure_ascii=False))
             return 0
-        records = [tip_record(t, await store.followups.for_tip(t.id)) for t in await store.tips.list(None, limit=1_000_000)]
+        records = [tip_record(t, await store.followups.for_tip(t.id)) for t in await store.tips.list(None, limit=None)]
         text = _export(records, args.format)
         if args.output:
             with open(args.output, "w", encoding="utf-8", newline="") as handle:

@@ -66,6 +66,14 @@ class Engine:
             else:
                 self._locks[sender] = (lock, users - 1)
 
+    async def _exempt_from_flood_limit(self, msg: InboundMessage) -> bool:
+        """EXIT always works (a person in danger must be able to erase), and a provider's retry of
+        a message already handled gets its first answer again (a read, no write)."""
+        word = global_word(clean(msg.text)) if msg.text else None
+        if word and word[0] is Word.EXIT:
+            return True
+        return bool(msg.provider_id) and await self.store.processed.replies_for(f"{msg.channel}:{msg.provider_id}") is not None
+
     def _slow_down(self, msg: InboundMessage) -> OutboundMessage:
         language = intake.hinted_language(msg.language_hint) or "en"
         return OutboundMessage(self.catalogues.text(language, "rate.slow_down"), (), Purpose.INFO, "rate.slow_down", language)
@@ -74,7 +82,7 @@ class Engine:
         return self._cipher.lookup_hash("receipt", digits)
 
     async def handle(self, msg: InboundMessage) -> list[OutboundMessage]:
-        if msg.officer is None:
+        if msg.officer is None and not await self._exempt_from_flood_limit(msg):
             verdict = self.rate_limiter.check(msg.sender, self._clock())
             if verdict is Verdict.WARN:
                 log.warning("rate limit: %s sender %s is flooding; further messages dropped", msg.channel, msg.sender[:8])

@@ -57,6 +57,7 @@ class OutboxWorker:
         self._jitter = jitter
         self._batch = batch
         self._wake = asyncio.Event()
+        self._pass = asyncio.Lock()
         self._stopping = False
 
     def wake(self) -> None:
@@ -67,12 +68,14 @@ class OutboxWorker:
         return min(self.max_delay, self.base_delay * 2 ** (attempts - 1)) * (0.5 + self._jitter())
 
     async def run_once(self) -> int:
-        """Deliver every row that is due now; returns how many were delivered."""
-        delivered = 0
-        for item in await self.store.outbox.due(self._clock(), self._batch):
-            if await self._deliver(item):
-                delivered += 1
-        return delivered
+        """Deliver every row that is due now; returns how many were delivered. Passes never
+        overlap (the background loop and a caller's drain), so no row is sent twice."""
+        async with self._pass:
+            delivered = 0
+            for item in await self.store.outbox.due(self._clock(), self._batch):
+                if await self._deliver(item):
+                    delivered += 1
+            return delivered
 
     async def _deliver(self, item: OutboxItem) -> bool:
         prefix, _, target = item.sink.partition(":")

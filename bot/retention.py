@@ -15,7 +15,7 @@ DAY = 86400.0
 async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
     keep = settings.retention
     removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0}
-    closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=1_000_000)
+    closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=None)
     async with store.transaction() as tx:
         for tip in closed:
             if (tip.closed_at or tip.updated_at) < now - keep.closed_tip_days * DAY:

@@ -114,7 +114,8 @@ class Runtime:
                 log.exception("draft expiry pass failed")
             await asyncio.sleep(every)
 
-    async def close(self) -> None:
+    async def stop_background(self) -> None:
+        """Stop the worker (after its current delivery) and the periodic jobs."""
         self.worker.stop()
         for task in reversed(self.tasks):
             # The worker finishes its current delivery when stopped; the sweeper is just cancelled.
@@ -125,4 +126,7 @@ class Runtime:
                 with suppress(asyncio.CancelledError):
                     await task
         self.tasks.clear()
+
+    async def close(self) -> None:
+        await self.stop_background()
         await self.store.close()

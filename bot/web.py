@@ -85,6 +85,8 @@ def create_app(settings: Settings) -> Starlette:
             log.info("serving channels: %s", ", ".join(c.name for c in channels) or "none")
             yield
         finally:
+            # Reverse order: the worker stops sending before the channels it sends through close.
+            await runtime.stop_background()
             for channel in reversed(started):
                 await channel.stop()
             await runtime.close()

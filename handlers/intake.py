@@ -49,6 +49,8 @@ async def start(turn: Turn, word: tuple[Word, str | None] | None) -> State | Non
     language = hinted_language(msg.language_hint) or (word[1] if word else None) or guess_language(text)
     if text and has_substance(text) and not word:
         state["answers"]["details"] = [text[: turn.config.max_text_chars]]
+    if msg.has_media:
+        turn.say(language or "en", "media.note")
     if language:
         state["language"] = language
         await _enter(turn, state, QUESTION_AFTER_LANGUAGE)

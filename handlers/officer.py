@@ -83,8 +83,8 @@ async def _list(turn: Turn, language: str) -> None:
 
 
 async def _stats(turn: Turn, language: str) -> None:
-    open_tips = await turn.tx.tips.list(OPEN_STATUSES, limit=1_000_000)
-    closed = await turn.tx.tips.list((TipStatus.CLOSED,), limit=1_000_000)
+    open_tips = await turn.tx.tips.list(OPEN_STATUSES, limit=None)
+    closed = await turn.tx.tips.list((TipStatus.CLOSED,), limit=None)
     week = sum(t.created_at >= turn.now - 7 * 86400 for t in open_tips + closed)
     _say(
         turn, language, "officer.stats",

@@ -104,14 +104,15 @@ class SqliteTipRepository(_Repository):
         row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE receipt_hash = ?", (receipt_hash,))
         return self._tip(row) if row else None
 
-    async def list(self, statuses: tuple[TipStatus, ...] | None = None, limit: int = 50) -> list[Tip]:
+    async def list(self, statuses: tuple[TipStatus, ...] | None = None, limit: int | None = 50) -> list[Tip]:
+        """Urgent first, then minors, then newest; ``limit=None`` for all of them."""
         where, params = "", ()
         if statuses:
             where = f"WHERE status IN ({', '.join('?' * len(statuses))})"
             params = tuple(s.value for s in statuses)
         rows = await self._all(
             f"SELECT {_TIP_COLUMNS} FROM tips {where} ORDER BY urgent DESC, minor DESC, created_at DESC LIMIT ?",
-            (*params, limit),
+            (*params, -1 if limit is None else limit),
         )
         return [self._tip(r) for r in rows]
 

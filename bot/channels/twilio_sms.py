@@ -65,7 +65,7 @@ OFFICER_PSEUDONYM_CHANNEL = "officer-sms"
 
 # Opt-out words carriers and Twilio act on (ARRET for Canadian French). After one of them the
 # carrier sends its own confirmation and blocks further replies, so we answer nothing.
-CARRIER_STOP = frozenset({"stop", "arret", "stopall", "unsubscribe", "cancel", "end", "quit"})
+CARRIER_STOP = frozenset({"stop", "arret", "stopall", "unsubscribe", "cancel", "end", "quit", "optout", "revoke"})
 # Opt-in words. Twilio also accepts YES, but "yes" is an answer in the flow, so it stays one.
 CARRIER_START = frozenset({"start", "unstop"})
 

@@ -52,3 +52,15 @@ async def test_officers_are_not_rate_limited(engine: Engine) -> None:
     for _ in range(5):
         replies = await engine.handle(InboundMessage("telegram", "group", "/list", officer="officer-1"))
         assert [r.key for r in replies] == ["officer.list.empty"]
+
+
+async def test_exit_and_provider_retries_pass_the_flood_limit(engine: Engine, store: SqliteStore) -> None:
+    engine.rate_limiter = RateLimiter(burst=2, rate=0.001)
+    first = await engine.handle(InboundMessage("sms", "flooder", "hello there", provider_id="SM1"))
+    await engine.handle(InboundMessage("sms", "flooder", "1", provider_id="SM2"))
+    assert [r.key for r in await engine.handle(InboundMessage("sms", "flooder", "2", provider_id="SM3"))] == ["rate.slow_down"]
+    # Twilio retrying a message already handled gets the same answer, not a slow-down.
+    assert await engine.handle(InboundMessage("sms", "flooder", "hello there", provider_id="SM1")) == first
+    # A person in danger can always erase, however fast they typed.
+    assert [r.key for r in await engine.handle(InboundMessage("sms", "flooder", "STOP", provider_id="SM4"))] == ["erased"]
+    assert await store.drafts.get("flooder") is None
