@@ -9,15 +9,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any
 
 from bot.i18n import Catalogues
+from bot.keyed_locks import KeyedLocks
 from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, Purpose
 from bot.rate_limit import RateLimiter, Verdict
 from handlers import filing, followup, intake, officer
@@ -48,23 +47,8 @@ class Engine:
         self._cipher = cipher
         self._clock = clock
         self._on_alerts = on_alerts
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks = KeyedLocks()
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
-
-    @asynccontextmanager
-    async def _sender_lock(self, sender: str):
-        lock, users = self._locks.get(sender, (None, 0))
-        lock = lock or asyncio.Lock()
-        self._locks[sender] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[sender]
-            if users <= 1:
-                del self._locks[sender]
-            else:
-                self._locks[sender] = (lock, users - 1)
 
     async def _exempt_from_flood_limit(self, msg: InboundMessage) -> bool:
         """EXIT always works (a person in danger must be able to erase), and a provider's retry of
@@ -89,7 +73,7 @@ class Engine:
                 return [self._slow_down(msg)]
             if verdict is Verdict.DROP:
                 return []
-        async with self._sender_lock(msg.sender):
+        async with self._locks.hold(msg.sender):
             key = f"{msg.channel}:{msg.provider_id}" if msg.provider_id else None
             async with self.store.transaction() as tx:
                 if key is not None:
@@ -107,7 +91,7 @@ class Engine:
 
     async def open_conversation(self, msg: InboundMessage) -> list[OutboundMessage]:
         """A channel that starts the talking (the console): resume a draft or show the first prompt."""
-        async with self._sender_lock(msg.sender):
+        async with self._locks.hold(msg.sender):
             async with self.store.transaction() as tx:
                 turn = Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash)
                 draft = await self._live_draft(turn)
@@ -186,7 +170,7 @@ class Engine:
         senders = await self.store.drafts.expired(now, limit)
         expired = alerts = 0
         for sender in senders:
-            async with self._sender_lock(sender):
+            async with self._locks.hold(sender):
                 async with self.store.transaction() as tx:
                     draft = await tx.drafts.get(sender)
                     if draft is None or draft.expires_at > now:
