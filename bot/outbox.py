@@ -4,6 +4,10 @@ Rows are delivered in priority order (urgent first), retried with exponential ba
 marked delivered only after the sink confirmed, and moved to ``dead`` after ``max_attempts``
 (visible in ``/healthz`` and the CLI). Pending rows survive restarts: the worker simply finds them.
 A sink is chosen by the prefix of the row's ``sink`` field ("telegram:-100123" → "telegram").
+
+A sink may also offer ``deliver_batch(items, target)``: the worker then hands it all the rows due
+for one target at once (in priority order), so it can merge them (the Telegram group's digest when
+a burst would pass the group's flood limit). The batch goes where its most urgent row would have.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from storage.interfaces import Store
@@ -23,16 +27,36 @@ log = logging.getLogger(__name__)
 
 class DeliveryError(Exception):
     """A sink could not deliver. ``retry_after`` (seconds) when the provider said when to retry;
-    ``permanent`` when retrying cannot help (the row goes dead at once)."""
+    ``permanent`` when retrying cannot help (the row goes dead at once). ``deferred``: nothing
+    failed, the sink chose to wait (its provider's rate budget is spent), so the attempt is not
+    counted. ``delivered``: ids of a batch's rows that did go out before the error, so they are
+    marked delivered and never sent twice."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        deferred: bool = False,
+        delivered: Iterable[str] = (),
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.deferred = deferred
+        self.delivered = frozenset(delivered)
 
 
 class Sink(Protocol):
     async def deliver(self, item: OutboxItem, target: str) -> None: ...
+
+
+class BatchSink(Sink, Protocol):
+    async def deliver_batch(self, items: list[OutboxItem], target: str) -> None:
+        """Deliver every row (all for ``target``, urgent first); on success all count as delivered.
+        Raise DeliveryError (with ``delivered`` for the rows that went out) otherwise."""
+        ...
 
 
 class OutboxWorker:
@@ -72,8 +96,15 @@ class OutboxWorker:
         overlap (the background loop and a caller's drain), so no row is sent twice."""
         async with self._pass:
             delivered = 0
-            for item in await self.store.outbox.due(self._clock(), self._batch):
-                if await self._deliver(item):
+            due = await self.store.outbox.due(self._clock(), self._batch)
+            batched: set[str] = set()
+            for item in due:
+                sink = self.sinks.get(item.sink.partition(":")[0])
+                if hasattr(sink, "deliver_batch"):
+                    if item.sink not in batched:  # the target's rows go together, at its first row's turn
+                        batched.add(item.sink)
+                        delivered += await self._deliver_batch(sink, [i for i in due if i.sink == item.sink])
+                elif await self._deliver(item):
                     delivered += 1
             return delivered
 
@@ -85,7 +116,7 @@ class OutboxWorker:
                 raise DeliveryError(f"no sink {prefix!r} is configured")
             await sink.deliver(item, target)
         except DeliveryError as exc:
-            await self._failed(item, str(exc), exc.retry_after, exc.permanent)
+            await self._failed(item, str(exc), exc.retry_after, exc.permanent, exc.deferred)
             return False
         except Exception as exc:  # noqa: BLE001 - a sink bug must not stop the worker
             await self._failed(item, f"{type(exc).__name__}", None, False)
@@ -96,7 +127,38 @@ class OutboxWorker:
         log.info("outbox %s delivered to %s", item.id[:8], prefix)
         return True
 
-    async def _failed(self, item: OutboxItem, reason: str, retry_after: float | None, permanent: bool) -> None:
+    async def _deliver_batch(self, sink: BatchSink, items: list[OutboxItem]) -> int:
+        prefix, _, target = items[0].sink.partition(":")
+        error: DeliveryError | None = None
+        try:
+            await sink.deliver_batch(items, target)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a sink bug must not stop the worker
+            error = DeliveryError(type(exc).__name__)
+            log.exception("outbox sink %s raised while delivering %d rows", prefix, len(items))
+        done = [i for i in items if error is None or i.id in error.delivered]
+        if done:
+            async with self.store.transaction() as tx:
+                for item in done:
+                    await tx.outbox.mark_delivered(item.id, self._clock())
+            log.info("outbox %d rows delivered to %s together", len(done), prefix)
+        if error is not None:
+            for item in items:
+                if item.id not in error.delivered:
+                    await self._failed(item, str(error), error.retry_after, error.permanent, error.deferred)
+        return len(done)
+
+    async def _failed(
+        self, item: OutboxItem, reason: str, retry_after: float | None, permanent: bool, deferred: bool = False
+    ) -> None:
+        if deferred:
+            # Waiting for the provider's rate budget is not a failure: no attempt is used up.
+            delay = retry_after if retry_after is not None else self.base_delay
+            async with self.store.transaction() as tx:
+                await tx.outbox.mark_failed(item.id, item.attempts, self._clock() + delay, reason, False)
+            log.info("outbox %s deferred (%s); next try in %.1fs", item.id[:8], reason, delay)
+            return
         attempts = item.attempts + 1
         dead = permanent or attempts >= self.max_attempts
         delay = retry_after if retry_after is not None else self.backoff(attempts)

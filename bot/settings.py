@@ -67,11 +67,14 @@ class TwilioSettings(BaseModel):
 
 class OfficerSettings(BaseModel):
     telegram_chat_ids: CommaIntList = Field(default_factory=list)
+    # When set, only these Telegram users may give officer commands in the officer groups (others
+    # in the group are ignored); unset, every member of an officer group may.
+    telegram_user_ids: CommaIntList = Field(default_factory=list)
     sms_numbers: CommaList = Field(default_factory=list)
     language: Literal["en", "fr"] = "en"
     full_details: bool = False  # put tip details in alerts (otherwise officers ask for them)
 
-    _split = field_validator("telegram_chat_ids", "sms_numbers", mode="before")(_split_commas)
+    _split = field_validator("telegram_chat_ids", "telegram_user_ids", "sms_numbers", mode="before")(_split_commas)
 
 
 class RetentionSettings(BaseModel):

@@ -1,4 +1,5 @@
-"""The Telegram channel: private chats run the tip conversation; officer groups get alerts.
+"""The Telegram channel: private chats run the tip conversation; officer groups get alerts
+(``telegram_alerts``) and give commands (``telegram_officers``).
 
 Updates arrive by webhook (``POST /telegram/webhook``, verified by the secret token Telegram sends
 before the body is read) or by long polling; both feed :meth:`TelegramChannel.process`, which says
@@ -19,11 +20,9 @@ import asyncio
 import hmac
 import json
 import logging
-import time
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -31,12 +30,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from telegram import CallbackQuery, InlineKeyboardMarkup, Update
 from telegram.constants import ChatType, UpdateType
-from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.channels.telegram_alerts import SINK_PREFIX, TelegramAlertSink, delivery_error
-from bot.channels.telegram_limits import FloodLimiter, FloodLimits
+from bot.channels.telegram_limits import FloodLimiter, FloodLimits, transient
+from bot.channels.telegram_memory import ConversationMemory
+from bot.channels.telegram_officers import OfficerDesk
 from bot.channels.telegram_polling import Outcome, Poller
 from bot.channels.telegram_messages import (
     CHANNEL,
@@ -49,6 +50,7 @@ from bot.channels.telegram_messages import (
     inbound_from_message,
     split_text,
 )
+from bot.keyed_locks import KeyedLocks
 from bot.messages import InboundMessage, OutboundMessage, Purpose
 from bot.outbox import DeliveryError, Sink
 from bot.runtime import Runtime
@@ -61,7 +63,6 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Edits are ignored, so Telegram is not asked for them: the less it sends, the less passes through.
 ALLOWED_UPDATES = (UpdateType.MESSAGE, UpdateType.CALLBACK_QUERY)
 OFFER_DELETION_AFTER = (Purpose.RECEIPT, Purpose.ERASED)
-DELETE_CHUNK = 100  # Telegram's maximum per deleteMessages call
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -74,41 +75,12 @@ def _frames(exc: BaseException) -> str:
     return "".join(traceback.format_tb(exc.__traceback__))
 
 
-def _transient(exc: TelegramError) -> bool:
-    """Worth asking Telegram to deliver the update again: throttling, outages, timeouts. A bad
-    request or a person who blocked the bot will not get better."""
-    if isinstance(exc, BadRequest):
-        return False
-    return isinstance(exc, (RetryAfter, NetworkError))
-
-
 def _hold_library_logs() -> None:
     # PTB logs every request's parameters and every update at DEBUG: chat ids, names, text.
     # ``setup_logging`` quiets it in ``serve``; this holds even where it was not called.
     logger = logging.getLogger("telegram")
     if logger.level < logging.WARNING:
         logger.setLevel(logging.WARNING)
-
-
-class _KeyedLocks:
-    """One lock per sender, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 class TelegramChannel:
@@ -139,12 +111,14 @@ class TelegramChannel:
         self._secret = secret.get_secret_value().encode("ascii") if secret else None
         self._webhook_url = f"{settings.public_url}{WEBHOOK_PATH}" if settings.public_url else None
         self._officer_chats = tuple(settings.officers.telegram_chat_ids)
+        self._officer_desk = OfficerDesk(settings.officers)
         self._limits = limits or FloodLimits()
         self._poll_timeout = poll_timeout
         self._retry_delay = retry_delay
         self._runtime: Runtime | None = None
+        self._memory: ConversationMemory | None = None
         self._bot: ExtBot | None = None
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
         self._pressed: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._poller: Poller | None = None
         self._task: asyncio.Task | None = None  # polling, or registering the webhook late
@@ -168,6 +142,7 @@ class TelegramChannel:
         if urlsplit(self._api_url).scheme == "http" and urlsplit(self._api_url).hostname not in _LOOPBACK:
             log.warning("the Telegram API URL is plain http on another host: the bot token crosses the network unencrypted")
         self._runtime = runtime
+        self._memory = ConversationMemory(runtime.store)
         self._stopped.clear()
         self._bot = ExtBot(
             self._token,
@@ -233,7 +208,7 @@ class TelegramChannel:
             raise delivery_error(exc) from None
         finally:
             # The reply is part of the conversation the person may delete from the phone.
-            await self._remember(self._runtime.cipher.pseudonym(CHANNEL, address), [str(i) for i in sent])
+            await self._memory.remember(self._runtime.cipher.pseudonym(CHANNEL, address), [str(i) for i in sent])
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -309,8 +284,9 @@ class TelegramChannel:
             else:
                 return Outcome.DONE  # edits, channel posts, membership changes: nothing to do
             if chat.type != ChatType.PRIVATE:
-                await self._group_update(update)
-                return Outcome.DONE
+                # Groups never run the tipster conversation; officer groups take commands.
+                assert self._bot is not None and self._runtime is not None
+                return await self._officer_desk.handle(update, self._bot, self._runtime)
             assert self._runtime is not None
             sender = self._runtime.cipher.pseudonym(CHANNEL, str(chat.id))
             async with self._locks.hold(sender):
@@ -318,12 +294,6 @@ class TelegramChannel:
         except Exception as exc:  # noqa: BLE001 - a failure here must become "deliver again", not a 500
             log.error("telegram update %s failed (%s)\n%s", update.update_id, type(exc).__name__, _frames(exc))
             return Outcome.RETRY
-
-    async def _group_update(self, update: Update) -> None:
-        """Groups, supergroups and channels never run the tipster conversation: the bot stays
-        silent there and keeps nothing. Officer commands from the configured officer groups
-        attach here."""
-        log.debug("telegram update %s from a group ignored", update.update_id)
 
     async def _private(self, update: Update, chat_id: int, sender: str) -> Outcome:
         assert self._runtime is not None
@@ -347,7 +317,7 @@ class TelegramChannel:
         sent: list[int] = []
         outcome = await self._send_replies(chat_id, sender, replies, sent)
         own = [inbound.message_ref] if inbound.message_ref else []
-        await self._remember(sender, own + [str(message_id) for message_id in sent])
+        await self._memory.remember(sender, own + [str(message_id) for message_id in sent])
         log.debug("telegram update %s for %s: %d messages sent", update.update_id, sender[:8], len(sent))
         return outcome
 
@@ -392,7 +362,7 @@ class TelegramChannel:
         return Outcome.DONE
 
     def _send_failed(self, sender: str, exc: TelegramError) -> Outcome:
-        if _transient(exc):
+        if transient(exc):
             log.warning("telegram reply to %s failed (%s); Telegram will deliver the update again", sender[:8], type(exc).__name__)
             return Outcome.RETRY
         # Blocked the bot, or a request Telegram will never accept: retrying cannot help.
@@ -416,46 +386,23 @@ class TelegramChannel:
         except TelegramError as exc:
             log.debug("telegram buttons not cleared (%s)", type(exc).__name__)
 
-    # --- the conversation's message ids, and deleting them ---------------------------------------
-
-    async def _remember(self, sender: str, refs: list[str]) -> None:
-        assert self._runtime is not None
-        if not refs:
-            return
-        try:
-            async with self._runtime.store.transaction() as tx:
-                await tx.message_refs.add(sender, refs, time.time())
-        except Exception as exc:  # noqa: BLE001 - the replies are out; only later deletion is affected
-            log.error("telegram message ids of %s not recorded (%s)", sender[:8], type(exc).__name__)
-
-    async def _forget(self, sender: str) -> None:
-        assert self._runtime is not None
-        async with self._runtime.store.transaction() as tx:
-            await tx.message_refs.delete(sender)
+    # --- deleting the conversation from the phone -------------------------------------------------
 
     async def _deletion(self, chat_id: int, sender: str, query: CallbackQuery, answer: DeleteAnswer) -> Outcome:
-        assert self._runtime is not None and self._bot is not None
+        assert self._runtime is not None and self._bot is not None and self._memory is not None
         offer_id = query.message.message_id
         if not answer.confirmed:
-            await self._forget(sender)
+            await self._memory.forget(sender)
             await self._clear_buttons(chat_id, offer_id)
             log.info("telegram conversation of %s kept on the phone", sender[:8])
             return Outcome.DONE
-        refs = await self._runtime.store.message_refs.get(sender)
-        ids = sorted({int(ref) for ref in refs if ref.isdigit()} | {offer_id})
-        too_old = False
         try:
-            for start in range(0, len(ids), DELETE_CHUNK):
-                try:
-                    await self._bot.delete_messages(chat_id, ids[start : start + DELETE_CHUNK])
-                except BadRequest:
-                    too_old = True  # past Telegram's 48 hours (or already gone)
-            await self._forget(sender)
+            count, too_old = await self._memory.wipe(self._bot, chat_id, sender, also=offer_id)
             if too_old:
                 await self._send(chat_id, self._runtime.catalogues.text(answer.language, "telegram.delete_too_old"), None, [])
         except TelegramError as exc:
             return self._send_failed(sender, exc)
-        log.info("telegram conversation of %s deleted (%d messages%s)", sender[:8], len(ids), "; some too old" if too_old else "")
+        log.info("telegram conversation of %s deleted (%d messages%s)", sender[:8], count, "; some too old" if too_old else "")
         return Outcome.DONE
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from telegram.error import RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
@@ -62,6 +62,14 @@ def retry_seconds(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def transient(exc: TelegramError) -> bool:
+    """Worth trying again: throttling, outages, timeouts. A bad request or a person who blocked
+    the bot will not get better. (BadRequest is a NetworkError in PTB, so it is tested first.)"""
+    if isinstance(exc, BadRequest):
+        return False
+    return isinstance(exc, (RetryAfter, NetworkError))
+
+
 class SlidingWindow:
     """At most ``limit`` acquisitions in any ``period`` seconds."""
 
@@ -78,6 +86,15 @@ class SlidingWindow:
     def idle(self) -> bool:
         self._prune(self._clock())
         return not self._times
+
+    def room(self) -> tuple[int, float]:
+        """(acquisitions possible now without waiting, seconds until the next one frees when none)."""
+        if self.limit <= 0 or self.period <= 0:
+            return 1 << 30, 0.0
+        now = self._clock()
+        self._prune(now)
+        free = self.limit - len(self._times)
+        return free, 0.0 if free > 0 else self._times[0] + self.period - now
 
     async def acquire(self) -> None:
         if self.limit <= 0 or self.period <= 0:
@@ -117,6 +134,12 @@ class FloodLimiter(BaseRateLimiter[Retries]):
             window = SlidingWindow(*((limits.group_max, limits.group_period) if group else (limits.chat_burst, limits.chat_period)))
             self._chats[chat_id] = window
         return window
+
+    def room(self, chat_id: int | str) -> tuple[int, float]:
+        """How many messages ``chat_id`` can be sent now without waiting, and when none can, how
+        long until one can. Senders that would rather batch than wait (the officer alert sink)
+        ask this before sending; every send through the bot counts, officers' replies included."""
+        return self._window(chat_id).room()
 
     async def _throttle(self, endpoint: str, data: dict[str, Any]) -> None:
         # Only sending counts against the message limits; edits, deletions and callback answers

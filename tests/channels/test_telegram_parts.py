@@ -20,6 +20,7 @@ from bot.channels.telegram_limits import FloodLimiter, FloodLimits, Retries
 from bot.channels.telegram_messages import choice_keyboard, delete_answer, inbound_from_message, split_text
 from bot.messages import Choice, InboundKind, OutboundMessage
 from bot.channels.telegram_polling import Outcome, Poller
+from bot.i18n import Catalogues
 from bot.outbox import DeliveryError
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -182,13 +183,22 @@ async def test_429_beyond_the_wait_limit_or_with_no_retries_is_raised_at_once(bo
 # --- officer alerts -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StubTip:
+    case_number: str = "26-0001"
+
+
 @dataclass
 class Composed:
     text: str
+    tip: StubTip = StubTip()
 
 
 class StubComposer:
     """Stands in for AlertComposer (which needs a stored tip): returns a fixed alert text."""
+
+    catalogues = Catalogues.load()
+    language = "en"
 
     def __init__(self, text: str | None) -> None:
         self.text = text

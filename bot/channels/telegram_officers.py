@@ -1,0 +1,148 @@
+"""Officers in their Telegram group: commands typed there, and the buttons under each alert.
+
+:class:`OfficerDesk` takes every update from a group, supergroup or channel (the tipster
+conversation runs in private chats only) and decides, in this order:
+
+* a chat not in ``TIPLINE_OFFICERS__TELEGRAM_CHAT_IDS``: silence, nothing kept, the engine never
+  sees it (a stranger who adds the bot to a group learns nothing);
+* in an officer group, only text starting with "/" is a command (with the bot's privacy mode on,
+  Telegram only delivers those anyway); ordinary talk stays silent. A command addressed to another
+  bot ("/list@other_bot") is not ours;
+* with ``TIPLINE_OFFICERS__TELEGRAM_USER_IDS`` set, only those users command; anyone else in the
+  group is ignored (silence). Bots never command, and that includes an admin posting anonymously
+  as the group (Telegram shows them as a bot): the audit log needs a person;
+* a press on an alert's Acknowledge / Show button (callback data ``o:ack:<case>`` /
+  ``o:show:<case>``) is exactly typing ``/ack <case>`` / ``/show <case>``.
+
+The engine sees an ``InboundMessage`` whose ``officer`` is the pseudonym of the Telegram user
+(that is what the audit log records) and whose sender is the pseudonym of the group. Answers go
+back to the group as plain text: no parse mode, since /show quotes what a tipster typed. A failed
+send asks Telegram to deliver the update again; the engine de-duplicates by update id and gives
+the same answer without a second effect or audit entry.
+
+Logs name the update id and the officer pseudonym's prefix; never a chat id, user id or text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from telegram import Chat, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram.error import TelegramError
+from telegram.ext import ExtBot
+
+from bot.channels.telegram_limits import transient
+from bot.channels.telegram_messages import CHANNEL, split_text
+from bot.channels.telegram_polling import Outcome
+from bot.i18n import Catalogues
+from bot.messages import InboundMessage
+from bot.runtime import Runtime
+from bot.settings import OfficerSettings
+
+log = logging.getLogger(__name__)
+
+OFFICER_PSEUDONYM_CHANNEL = "officer-telegram"
+BUTTON_PREFIX = "o:"
+BUTTON_ACTIONS = ("ack", "show")
+# Case numbers look like 26-0001. Anything else in callback data is not ours (Telegram lets a
+# client send any callback data, and it must fit the 64 bytes Telegram allows).
+_CASE = re.compile(r"^[0-9A-Za-z-]{1,32}$")
+
+
+def officer_keyboard(catalogues: Catalogues, language: str, case: str) -> InlineKeyboardMarkup | None:
+    """Acknowledge / Show under an alert about ``case``, labelled in the officers' language."""
+    if not _CASE.match(case):
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(catalogues.text(language, f"officer.button.{action}"), callback_data=f"{BUTTON_PREFIX}{action}:{case}")
+                for action in BUTTON_ACTIONS
+            ]
+        ]
+    )
+
+
+def button_command(data: str | None) -> str | None:
+    """The command a button press stands for: "o:ack:26-0001" → "/ack 26-0001"."""
+    if not data or not data.startswith(BUTTON_PREFIX):
+        return None
+    action, _, case = data[len(BUTTON_PREFIX) :].partition(":")
+    if action not in BUTTON_ACTIONS or not _CASE.match(case):
+        return None
+    return f"/{action} {case}"
+
+
+def _for_another_bot(text: str, bot: ExtBot) -> bool:
+    """"/list@other_bot" in a group with several bots is meant for the other one."""
+    _, at, name = text.split(maxsplit=1)[0].partition("@")
+    if not at:
+        return False
+    try:
+        own = bot.username
+    except RuntimeError:  # getMe has not answered yet: the name cannot be checked, accept it
+        return False
+    return name.lower() != own.lower()
+
+
+class OfficerDesk:
+    def __init__(self, officers: OfficerSettings) -> None:
+        self._chats = frozenset(officers.telegram_chat_ids)
+        self._users = frozenset(officers.telegram_user_ids)
+
+    async def handle(self, update: Update, bot: ExtBot, runtime: Runtime) -> Outcome:
+        """One group update; never raises for a refusal (silence), only for a broken engine."""
+        found = self._command(update, bot)
+        if found is None:
+            log.debug("telegram update %s from a group ignored", update.update_id)
+            return Outcome.DONE
+        text, chat, user = found
+        if update.callback_query is not None:
+            await _stop_spinner(bot, update.callback_query.id)
+        cipher = runtime.cipher
+        inbound = InboundMessage(
+            channel=CHANNEL,
+            sender=cipher.pseudonym(CHANNEL, str(chat.id)),
+            text=text,
+            provider_id=str(update.update_id),
+            officer=cipher.pseudonym(OFFICER_PSEUDONYM_CHANNEL, str(user.id)),
+        )
+        replies = await runtime.engine.handle(inbound)
+        try:
+            for reply in replies:
+                for piece in split_text(reply.text):
+                    await bot.send_message(chat.id, piece)
+        except TelegramError as exc:
+            log.warning("telegram answer to officer %s not sent (%s)", inbound.officer[:8], type(exc).__name__)
+            return Outcome.RETRY if transient(exc) else Outcome.DONE
+        log.info("telegram officer command (update %s, officer %s): %d answers", update.update_id, inbound.officer[:8], len(replies))
+        return Outcome.DONE
+
+    def _command(self, update: Update, bot: ExtBot) -> tuple[str, Chat, User] | None:
+        """(command text, group, officer) when the update is an officer's command, else None."""
+        query = update.callback_query
+        if query is not None:
+            if query.message is None:
+                return None
+            chat, user, text = query.message.chat, query.from_user, button_command(query.data)
+        elif update.message is not None:
+            message = update.message
+            chat, user, text = message.chat, message.from_user, message.text
+            if not text or not text.startswith("/") or _for_another_bot(text, bot):
+                return None
+        else:
+            return None
+        if chat.id not in self._chats or text is None or user is None or user.is_bot:
+            return None
+        if self._users and user.id not in self._users:
+            return None
+        return text, chat, user
+
+
+async def _stop_spinner(bot: ExtBot, query_id: str) -> None:
+    """Answer the button press. Best effort: the command's answer matters more than the animation."""
+    try:
+        await bot.answer_callback_query(query_id)
+    except TelegramError as exc:
+        log.debug("telegram callback answer failed (%s)", type(exc).__name__)

@@ -1,0 +1,173 @@
+"""The officer workflow over Telegram, end to end: Tipline's real app (``create_app``) served on
+loopback with its lifespan, the real python-telegram-bot client against ``FakeTelegramAPI`` (and,
+for SMS tipsters, the real twilio client against ``FakeTwilioAPI``), updates posted to the webhook
+as Telegram would post them. Officers command from their group by typing or by the buttons under an
+alert; anyone else gets silence (groups) or the tipster flow (private chats); every officer action
+is in the audit log. Alert delivery itself: test_officer_alerts.py.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bot.settings import SettingsError, load_settings
+from storage.records import TipStatus
+from tests.channels.officer_app import (  # noqa: F401 - fake_server, fake and serve are fixtures used by name
+    NOT_AN_OFFICER,
+    OFFICER,
+    OTHER_GROUP,
+    Group,
+    case_of,
+    fake,
+    fake_server,
+    file_urgent_tip,
+    next_update_id,
+    serve,
+    tipster,
+)
+from tests.channels.test_telegram_app import CATALOGUES, CHAT, DETAILS, PLACE, finish_english_conversation, opening
+from tests.channels.test_twilio_sms import (  # noqa: F401 - fake_twilio is a fixture used by name
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    ENGLISH_FLOW,
+    FROM_NUMBER,
+    fake_twilio,
+    inbound,
+    messages,
+    signature,
+)
+from tests.fakes.telegram_api import FakeTelegramAPI, make_callback_update
+
+
+# --- who may command ------------------------------------------------------------------------------
+
+
+def test_telegram_user_ids_setting_is_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(_env_file=None).officers.telegram_user_ids == []  # unset: the whole group may command
+    monkeypatch.setenv("TIPLINE_OFFICERS__TELEGRAM_USER_IDS", "424242, 515151")
+    assert load_settings(_env_file=None).officers.telegram_user_ids == [424242, 515151]
+    monkeypatch.setenv("TIPLINE_OFFICERS__TELEGRAM_USER_IDS", "424242,@sergeant")
+    with pytest.raises(SettingsError, match="^setting TIPLINE_OFFICERS__TELEGRAM_USER_IDS:"):
+        load_settings(_env_file=None)
+
+
+def test_commands_from_another_group_get_silence_and_from_a_private_chat_the_tipster_flow(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    stranger = Group(fake, running.url, chat=OTHER_GROUP)
+
+    assert stranger.type("/list") == []
+    assert stranger.type("/show 26-0001") == []
+    stranger_press = make_callback_update(next_update_id(), OTHER_GROUP, "o:show:26-0001", 7, user_id=OFFICER, chat_type="supergroup")
+    assert stranger.post(stranger_press) == 200
+    assert fake.calls_of("sendMessage") == [] and fake.calls_of("answerCallbackQuery") == []
+    assert running.rows("processed") == 0  # the engine never saw them
+
+    person = tipster(fake, running)
+    replies = person.say("/list")
+    assert replies[0]["text"] == CATALOGUES.text("en", "safety.notice")
+    assert replies[-1]["text"].startswith(opening("en", "danger.question"))
+    assert running.on_server(running.runtime.store.audit.entries()) == []
+
+
+def test_in_the_officer_group_only_commands_from_listed_users_are_answered(serve, fake: FakeTelegramAPI) -> None:
+    running = serve(officers={"telegram_user_ids": [OFFICER]})
+    group = Group(fake, running.url)
+    file_urgent_tip(tipster(fake, running))
+    case = case_of(running)
+    group.alert(CATALOGUES.text("en", "alert.urgent", case=case))
+    answered_before = len(fake.calls_of("answerCallbackQuery"))  # the tipster's own button press
+
+    assert group.type("/list", user=NOT_AN_OFFICER) == []
+    assert group.press(f"o:ack:{case}", user=NOT_AN_OFFICER) == []
+    assert group.type("good morning everyone") == []  # ordinary talk, even an officer's
+    assert group.type("/list@some_other_bot") == []  # addressed to another bot in the group
+    assert len(fake.calls_of("answerCallbackQuery")) == answered_before  # not even the spinner
+    assert running.rows("processed") == 2  # only the tipster's two messages reached the engine
+    assert running.on_server(running.runtime.store.tips.by_case(case)).status is TipStatus.IN_PROGRESS
+
+    (listing,) = group.type("/list@tipline_test_bot")
+    assert listing["text"].startswith("Open tips: 1") and case in listing["text"]
+    assert "parse_mode" not in listing  # plain text: a tip's words are never read as markup
+
+
+# --- replies, round trip --------------------------------------------------------------------------
+
+
+def test_a_reply_round_trip_with_a_telegram_tipster(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    person = tipster(fake, running)
+    finish_english_conversation(person)  # accepts replies
+    case = case_of(running)
+
+    alert = group.alert(CATALOGUES.text("en", "alert.new", case=case))
+    (buttons,) = alert["reply_markup"]["inline_keyboard"]
+    assert [(b["text"], b["callback_data"]) for b in buttons] == [("Acknowledge", f"o:ack:{case}"), ("Show", f"o:show:{case}")]
+
+    answered_before = len(fake.calls_of("answerCallbackQuery"))  # the tipster's own presses
+    assert [m["text"] for m in group.press(f"o:ack:{case}")] == [f"Case {case} acknowledged."]
+    (shown,) = group.press(f"o:show:{case}")
+    assert shown["text"].startswith(f"{case} · acknowledged") and PLACE in shown["text"] and DETAILS in shown["text"]
+    assert len(fake.calls_of("answerCallbackQuery")) == answered_before + 2  # both spinners stopped
+
+    (sent,) = group.type(f"/reply {case} Which floor is the room on?")
+    assert sent["text"] == CATALOGUES.text("en", "officer.reply.sent", case=case)
+    expected = CATALOGUES.text("en", "tipster.reply", text="Which floor is the room on?")
+    relayed = group.wait_for(lambda: [m for m in person.sent() if m["text"] == expected])
+    assert relayed[0]["protect_content"] == "true"  # like every message to a tipster
+
+    assert [m["text"] for m in person.say("Third floor, room 312")] == [CATALOGUES.text("en", "tipster.answer_sent")]
+    answered = group.alert(CATALOGUES.text("en", "alert.answer", case=case))
+    assert "Third floor" not in answered["text"]  # details only on /show (full_details is off)
+    (shown,) = group.type(f"/show {case}")
+    assert "Which floor is the room on?" in shown["text"] and "Third floor, room 312" in shown["text"]
+
+    (closed,) = group.type(f"/close {case} family relocated")
+    assert closed["text"] == CATALOGUES.text("en", "officer.close.done", case=case)
+
+    store = running.runtime.store
+    entries = running.on_server(store.audit.entries())
+    assert [e.action for e in entries] == ["acknowledge", "view", "reply", "view", "close"]
+    assert {e.officer for e in entries} == {running.runtime.cipher.pseudonym("officer-telegram", str(OFFICER))}
+    assert running.on_server(store.audit.verify()) == []
+    tip = running.on_server(store.tips.by_case(case))
+    assert tip.status is TipStatus.CLOSED and tip.contact_address is None
+    # Nothing in the group names the person.
+    assert all(str(CHAT) not in m["text"] and "Zephyrine" not in m["text"] for m in group.sent())
+
+
+def test_a_reply_round_trip_with_an_sms_tipster(serve, fake: FakeTelegramAPI, fake_twilio) -> None:
+    twilio, twilio_url = fake_twilio
+    running = serve(twilio={"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": FROM_NUMBER, "api_url": twilio_url})
+    group = Group(fake, running.url)
+    number = "+15145550300"
+
+    def sms(body: str) -> list[str]:
+        params = inbound(number, body)
+        response = httpx.post(f"{running.url}/sms/twilio", data=params, headers={"X-Twilio-Signature": signature(params)}, timeout=20)
+        return messages(response)
+
+    for said, _ in ENGLISH_FLOW:  # accepts replies
+        assert sms(said)
+    case = case_of(running)
+    alert = group.alert(CATALOGUES.text("en", "alert.new", case=case))
+    assert "sms" in alert["text"]
+
+    (shown,) = group.press(f"o:show:{case}")
+    assert "Motel Lune, 12 rue Fictive" in shown["text"] and "A grey van parks there at night" in shown["text"]
+    group.type(f"/reply {case} Is the van there tonight?")
+
+    body = CATALOGUES.text("en", "tipster.reply", text="Is the van there tonight?")
+    group.wait_for(lambda: twilio.sent())
+    assert twilio.sent() == [{"To": number, "From": FROM_NUMBER, "Body": body}]
+
+    assert sms("Yes, since 10pm") == [CATALOGUES.text("en", "tipster.answer_sent")]
+    group.alert(CATALOGUES.text("en", "alert.answer", case=case))
+    (closed,) = group.type(f"/close {case} van found")
+    assert closed["text"] == CATALOGUES.text("en", "officer.close.done", case=case)
+
+    store = running.runtime.store
+    assert [e.action for e in running.on_server(store.audit.entries())] == ["view", "reply", "close"]
+    assert running.on_server(store.audit.verify()) == []
+    assert all(number not in m["text"] and number[2:] not in m["text"] for m in group.sent())
