@@ -66,8 +66,8 @@ class Engine:
         return self._cipher.lookup_hash("receipt", digits)
 
     async def handle(self, msg: InboundMessage) -> list[OutboundMessage]:
-        if msg.officer is None and not await self._exempt_from_flood_limit(msg):
-            verdict = self.rate_limiter.check(msg.sender, self._clock())
+        verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._clock())
+        if verdict is not Verdict.ALLOW and not await self._exempt_from_flood_limit(msg):
             if verdict is Verdict.WARN:
                 log.warning("rate limit: %s sender %s is flooding; further messages dropped", msg.channel, msg.sender[:8])
                 return [self._slow_down(msg)]

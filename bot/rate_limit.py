@@ -1,8 +1,10 @@
-"""Per-sender flood control, in memory and before any database work, so a flood costs nothing.
+"""Per-sender flood control, in memory and before any write, so a flood does not grow the database.
 
 A token bucket per sender pseudonym: ``burst`` messages at once, then one every ``1/rate``
 seconds. The first message over the limit gets one calm "slow down"; the rest of the flood gets
-silence until tokens come back. Idle buckets are dropped, so memory follows active senders only.
+silence, except the occasional message a refilled token lets through (answered normally). The
+warning is given again only after the sender calmed down (the bucket half full again). Idle
+buckets are dropped, so memory follows active senders only.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ class RateLimiter:
         bucket.updated = now
         self._buckets[sender] = bucket  # most recently used last
         self._evict(now)
+        if bucket.tokens >= self.burst / 2:
+            bucket.warned = False  # calm again: a new flood deserves a new warning
         if bucket.tokens >= 1:
             bucket.tokens -= 1
-            bucket.warned = False
             return Verdict.ALLOW
         if bucket.warned:
             return Verdict.DROP

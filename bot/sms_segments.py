@@ -58,10 +58,17 @@ def split_for_sms(text: str) -> list[str]:
             candidate = f"{current} {word}" if current else word
             if segments(candidate) == 1:
                 current = candidate
-            else:
-                if current:
-                    parts.append(current)
-                current = word[: single_limit(word)]
+                continue
+            if current:
+                parts.append(current)
+            # A single word longer than a segment (a long URL) is cut into pieces, never dropped.
+            while segments(word) > 1:
+                cut = single_limit(word)
+                while units(word[:cut]) > single_limit(word[:cut]):
+                    cut -= 1  # GSM-7 extension characters count twice
+                parts.append(word[:cut])
+                word = word[cut:]
+            current = word
     if current:
         parts.append(current)
     return parts

@@ -93,9 +93,13 @@ async def continue_add(turn: Turn, state: dict[str, Any], word: Word | None) -> 
             turn.say(language, "add.sent")
         return None
     text = clean(turn.msg.text)[: turn.config.max_text_chars]
-    if text and len(state["lines"]) < turn.config.max_details_messages:
+    if not text:
+        turn.say(language, "add.question")
+    elif len(state["lines"]) >= turn.config.max_details_messages:
+        turn.say(language, "details.full")
+    else:
         state["lines"].append(text)
-    turn.say(language, "add.more" if text else "add.question")
+        turn.say(language, "add.more")
     return state
 
 

@@ -158,8 +158,10 @@ async def _answer_step(turn: Turn, state: State, step: Step, text: str) -> State
     text = text[: turn.config.max_text_chars]
     if step.kind is StepKind.MULTI_TEXT:
         details = state["answers"].setdefault(step.id, [])
-        if len(details) < turn.config.max_details_messages:
-            details.append(text)
+        if len(details) >= turn.config.max_details_messages:
+            turn.say(language, "details.full")  # said, not silently dropped
+            return state
+        details.append(text)
         turn.say(language, "details.more")
         return state
     return await _record(turn, state, step, text)

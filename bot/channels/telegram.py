@@ -49,6 +49,7 @@ from bot.channels.telegram_messages import (
     inbound_from_choice,
     inbound_from_message,
     split_text,
+    well_formed,
 )
 from bot.keyed_locks import KeyedLocks
 from bot.messages import InboundMessage, OutboundMessage, Purpose
@@ -64,6 +65,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = (UpdateType.MESSAGE, UpdateType.CALLBACK_QUERY)
 OFFER_DELETION_AFTER = (Purpose.RECEIPT, Purpose.ERASED)
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+MAX_UPDATE_FAILURES = 5
 
 
 class TelegramSetupError(RuntimeError):
@@ -120,6 +122,7 @@ class TelegramChannel:
         self._bot: ExtBot | None = None
         self._locks = KeyedLocks()
         self._pressed: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._failures: OrderedDict[int, int] = OrderedDict()  # update id -> failed attempts
         self._poller: Poller | None = None
         self._task: asyncio.Task | None = None  # polling, or registering the webhook late
         self._stopped = asyncio.Event()
@@ -267,7 +270,7 @@ class TelegramChannel:
             data = json.loads(body)
         except (ValueError, RecursionError):
             return None
-        if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+        if not isinstance(data, dict) or type(data.get("update_id")) is not int or not well_formed(data):
             return None
         try:
             return Update.de_json(data, self._bot)
@@ -293,7 +296,19 @@ class TelegramChannel:
                 return await self._private(update, chat.id, sender)
         except Exception as exc:  # noqa: BLE001 - a failure here must become "deliver again", not a 500
             log.error("telegram update %s failed (%s)\n%s", update.update_id, type(exc).__name__, _frames(exc))
-            return Outcome.RETRY
+            return self._retry_or_give_up(update.update_id)
+
+    def _retry_or_give_up(self, update_id: int) -> Outcome:
+        """Ask for the update again, but not forever: an update that keeps failing (a bug, not an
+        outage) would otherwise block every update behind it."""
+        failures = self._failures.pop(update_id, 0) + 1
+        self._failures[update_id] = failures
+        while len(self._failures) > self._PRESSED_KEPT:
+            self._failures.popitem(last=False)
+        if failures >= MAX_UPDATE_FAILURES:
+            log.error("telegram update %s failed %d times; dropped", update_id, failures)
+            return Outcome.DONE
+        return Outcome.RETRY
 
     async def _private(self, update: Update, chat_id: int, sender: str) -> Outcome:
         assert self._runtime is not None

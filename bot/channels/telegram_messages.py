@@ -127,3 +127,31 @@ def split_text(text: str, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> list[str
     if current or not pieces:
         pieces.append(current)
     return pieces
+
+
+def well_formed(data: dict) -> bool:
+    """Does an update hold what Telegram always sends, in the types it sends? python-telegram-bot
+    builds an Update from almost anything; refusing the rest here (400) keeps a broken update from
+    failing later and being asked for again and again (503)."""
+    for key in ("message", "edited_message"):
+        if key in data and not _message_well_formed(data[key]):
+            return False
+    query = data.get("callback_query")
+    if query is not None:
+        if not isinstance(query, dict) or not isinstance(query.get("id"), str) or not isinstance(query.get("data", ""), str):
+            return False
+        if "message" in query and not _message_well_formed(query["message"]):
+            return False
+    return True
+
+
+def _message_well_formed(message: object) -> bool:
+    if not isinstance(message, dict) or type(message.get("message_id")) is not int:
+        return False
+    chat = message.get("chat")
+    if not isinstance(chat, dict) or type(chat.get("id")) is not int or not isinstance(chat.get("type"), str):
+        return False
+    if any(key in message and not isinstance(message[key], str) for key in ("text", "caption")):
+        return False
+    sender = message.get("from")
+    return sender is None or (isinstance(sender, dict) and isinstance(sender.get("language_code", ""), str))

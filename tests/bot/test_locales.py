@@ -98,3 +98,14 @@ def test_default_support_line_is_the_canadian_hotline() -> None:
     assert ConversationConfig().support_line is None
     assert "1-833-900-1010" in CATALOGUES.text("en", "support.default")
     assert "1-833-900-1010" in CATALOGUES.text("fr", "support.default")
+
+
+def test_a_word_longer_than_a_segment_is_split_not_dropped() -> None:
+    from bot.sms_segments import split_for_sms
+
+    url = "https://example.org/" + "a" * 400 + "{x}"
+    parts = split_for_sms(f"See {url} now.")
+    assert "".join(parts).replace(" ", "") == f"See{url}now."
+    assert all(segments(p) == 1 for p in parts)
+    french = "é" * 10 + "ê" * 200  # UCS-2
+    assert "".join(split_for_sms(french)) == french and all(segments(p) == 1 for p in split_for_sms(french))

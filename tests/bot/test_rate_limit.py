@@ -15,8 +15,9 @@ def test_bucket_allows_a_burst_then_warns_once_then_drops_then_refills() -> None
     limiter = RateLimiter(burst=3, rate=1.0)
     assert [limiter.check("a", 0.0) for _ in range(6)] == [Verdict.ALLOW] * 3 + [Verdict.WARN, Verdict.DROP, Verdict.DROP]
     assert limiter.check("b", 0.0) is Verdict.ALLOW  # other senders are not affected
-    assert limiter.check("a", 1.0) is Verdict.ALLOW
-    assert limiter.check("a", 1.0) is Verdict.WARN  # a new flood is warned again
+    assert limiter.check("a", 1.0) is Verdict.ALLOW  # a refilled token lets one through
+    assert limiter.check("a", 1.0) is Verdict.DROP  # still the same flood: no second warning
+    assert [limiter.check("a", 4.0) for _ in range(4)] == [Verdict.ALLOW] * 3 + [Verdict.WARN]  # calm, then a new flood
 
 
 def test_idle_senders_are_forgotten_so_memory_stays_flat() -> None:

@@ -346,3 +346,13 @@ async def test_polling_confirms_only_what_is_done_and_skips_what_was_done():
     offset, failed = await poller.handle_batch([Update(2), Update(3), Update(4)], offset)
     assert (offset, failed) == (5, False)
     assert handled == [1, 2, 3, 2, 4]  # 3 was not handled twice
+
+
+def test_an_update_that_keeps_failing_is_dropped_after_five_tries(make_settings) -> None:
+    from bot.channels.telegram import MAX_UPDATE_FAILURES, build
+    from bot.channels.telegram_polling import Outcome
+
+    channel = build(make_settings(telegram={"token": "123456:" + "A" * 35, "mode": "polling"}))
+    outcomes = [channel._retry_or_give_up(77) for _ in range(MAX_UPDATE_FAILURES)]
+    assert outcomes == [Outcome.RETRY] * (MAX_UPDATE_FAILURES - 1) + [Outcome.DONE]
+    assert channel._retry_or_give_up(78) is Outcome.RETRY  # counted per update

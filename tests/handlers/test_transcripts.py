@@ -321,3 +321,18 @@ async def test_senders_are_independent_and_concurrent(engine: Engine, store: Sql
     await asyncio.gather(*(run_transcript(t, ENGLISH_FULL) for t in talks))
     assert len(await store.tips.list(limit=100)) == 20
     assert len({t.case_number for t in await store.tips.list(limit=100)}) == 20
+
+
+async def test_details_beyond_the_cap_are_refused_aloud_not_dropped(engine: Engine, store: SqliteStore) -> None:
+    from dataclasses import replace
+
+    engine.config = replace(engine.config, max_details_messages=2, max_text_chars=10)
+    talk = Talk(engine, language_hint="en")
+    await run_transcript(
+        talk,
+        [("hi", ["safety.notice", "danger.question"]), *[(a, [k]) for a, k in
+         [("2", "role.question"), ("2", "kind.question"), ("2", "minors.question"), ("2", "where.question"),
+          ("0", "when.question"), ("0", "details.question")]],
+         ("first detail, longer than ten", ["details.more"]), ("second", ["details.more"]), ("third", ["details.full"])],
+    )  # fmt: skip
+    assert (await store.drafts.get(talk.sender)).state["answers"]["details"] == ["first deta", "second"]
