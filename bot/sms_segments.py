@@ -36,18 +36,27 @@ def segments(text: str) -> int:
     return -(-size // per_part)
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _sentences(text: str) -> list[tuple[str, str]]:
+    """(separator before it, sentence): lines keep their line breaks, sentences their spaces."""
+    pieces = []
+    for line_number, line in enumerate(text.split("\n")):
+        for index, sentence in enumerate(s for s in _SENTENCE_END.split(line) if s.strip()):
+            pieces.append(("\n" if index == 0 and line_number > 0 else " ", sentence))
+    return pieces
 
 
 def split_for_sms(text: str) -> list[str]:
-    """Split a long reply into messages that each fit one segment, at sentence (or line)
+    """Split a long reply into messages that each fit one segment, at line or sentence
     boundaries where possible, at spaces otherwise. Short text comes back whole."""
     if segments(text) == 1:
         return [text]
     parts: list[str] = []
     current = ""
-    for sentence in (s for s in _SENTENCE_END.split(text) if s.strip()):
-        candidate = f"{current}\n{sentence}" if current and "\n" in text else f"{current} {sentence}" if current else sentence
+    for separator, sentence in _sentences(text):
+        candidate = f"{current}{separator}{sentence}" if current else sentence
         if segments(candidate) == 1:
             current = candidate
             continue

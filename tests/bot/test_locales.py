@@ -109,3 +109,14 @@ def test_a_word_longer_than_a_segment_is_split_not_dropped() -> None:
     assert all(segments(p) == 1 for p in parts)
     french = "é" * 10 + "ê" * 200  # UCS-2
     assert "".join(split_for_sms(french)) == french and all(segments(p) == 1 for p in split_for_sms(french))
+
+
+def test_long_replies_split_between_lines_and_sentences_not_inside_them() -> None:
+    from bot.sms_segments import split_for_sms
+
+    review = "Please check:\nDanger now: Yes\nWhere: Motel Lune, rue Fictive\n" + "\n".join(f"Line {i}: answer" for i in range(12))
+    parts = split_for_sms(review)
+    assert len(parts) > 1 and "\n".join(parts) == review  # whole lines only, none cut after its colon
+    receipt = "Thank you, your report is sent. Your code: 123-456-789-012\nKeep it secret. " + "More words here. " * 8
+    assert all(segments(p) == 1 for p in split_for_sms(receipt))
+    assert split_for_sms(receipt)[0].startswith("Thank you, your report is sent. Your code: 123-456-789-012")
