@@ -55,6 +55,9 @@ def serve(settings: Settings) -> int:
 
 async def keygen(settings: Settings, *, rotate: bool) -> int:
     path = settings.resolved_keys_file
+    if settings.keyring is not None:
+        print("tipline: TIPLINE_KEYRING is set; keygen works on key files (unset it to use one)", file=sys.stderr)
+        return 2
     if not rotate:
         if path.exists():
             print(f"tipline: {path} already exists; use --rotate to rotate keys", file=sys.stderr)

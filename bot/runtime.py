@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def load_or_create_keyring(settings: Settings, *, allow_create: bool) -> KeyRing:
-    """The key ring from its file. On a first local run (no key file and no database yet) a new
+    """The key ring from ``TIPLINE_KEYRING`` or its file. On a first local run (no key file and no database yet) a new
     one is generated with a warning; with existing data and no key file, refuse: new keys would
     make the data unreadable."""
+    if settings.keyring is not None:
+        return KeyRing.from_json(settings.keyring.get_secret_value())
     path = settings.resolved_keys_file
     if path.exists():
         return KeyRing.load(path)

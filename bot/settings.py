@@ -94,6 +94,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
     keys_file: Path | None = None
+    keyring: SecretStr | None = None  # the key ring's JSON itself, for hosts that inject secrets as variables
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     public_url: str | None = None

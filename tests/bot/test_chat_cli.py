@@ -155,3 +155,17 @@ def test_officer_commands_in_chat_and_the_audit_command(tmp_path: Path) -> None:
         raw.execute("UPDATE audit SET action = 'view' WHERE seq = 3")
     tampered = run(["tips", "audit"], data)
     assert tampered.returncode == 1 and "audit row 3 was altered" in tampered.stderr
+
+
+def test_the_key_ring_can_come_from_an_environment_variable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    chat(data, ENGLISH)
+    ring = (data / "keys.json").read_text()
+    (data / "keys.json").unlink()
+    listing = run(["tips", "list"], data, TIPLINE_KEYRING=ring)
+    assert listing.returncode == 0 and "open" in listing.stdout
+    assert not (data / "keys.json").exists()  # nothing written: the variable is the key ring
+    refused = run(["keygen"], data, TIPLINE_KEYRING=ring)
+    assert refused.returncode == 2 and "TIPLINE_KEYRING is set" in refused.stderr
+    broken = run(["tips", "list"], data, TIPLINE_KEYRING="{not json")
+    assert broken.returncode == 2 and "key ring: not valid JSON" in broken.stderr and "Traceback" not in broken.stderr
