@@ -46,9 +46,3 @@ def setup_logging(level: str = "INFO", stream=None) -> None:
     root.setLevel(level)
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def protect_handler(handler: logging.Handler) -> None:
-    """Add the redaction filter to a handler made elsewhere (uvicorn's, a test's)."""
-    if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-        handler.addFilter(RedactingFilter())

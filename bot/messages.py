@@ -25,7 +25,6 @@ class Purpose(str, Enum):
     INFO = "info"
     RECEIPT = "receipt"
     ERASED = "erased"
-    OPTED_OUT = "opted_out"
     OFFICER = "officer"
 
 

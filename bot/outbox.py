@@ -99,39 +99,26 @@ class OutboxWorker:
             due = await self.store.outbox.due(self._clock(), self._batch)
             batched: set[str] = set()
             for item in due:
-                sink = self.sinks.get(item.sink.partition(":")[0])
-                if hasattr(sink, "deliver_batch"):
-                    if item.sink not in batched:  # the target's rows go together, at its first row's turn
-                        batched.add(item.sink)
-                        delivered += await self._deliver_batch(sink, [i for i in due if i.sink == item.sink])
-                elif await self._deliver(item):
-                    delivered += 1
+                if not hasattr(self.sinks.get(item.sink.partition(":")[0]), "deliver_batch"):
+                    delivered += await self._deliver([item])
+                elif item.sink not in batched:  # the target's rows go together, at its first row's turn
+                    batched.add(item.sink)
+                    delivered += await self._deliver([i for i in due if i.sink == item.sink])
             return delivered
 
-    async def _deliver(self, item: OutboxItem) -> bool:
-        prefix, _, target = item.sink.partition(":")
+    async def _deliver(self, items: list[OutboxItem]) -> int:
+        """Hand rows for one target to their sink (one row, or a batch to a BatchSink); mark what
+        went out delivered and give the rest the failure treatment. Returns how many went out."""
+        prefix, _, target = items[0].sink.partition(":")
         sink = self.sinks.get(prefix)
+        error: DeliveryError | None = None
         try:
             if sink is None:
                 raise DeliveryError(f"no sink {prefix!r} is configured")
-            await sink.deliver(item, target)
-        except DeliveryError as exc:
-            await self._failed(item, str(exc), exc.retry_after, exc.permanent, exc.deferred)
-            return False
-        except Exception as exc:  # noqa: BLE001 - a sink bug must not stop the worker
-            await self._failed(item, f"{type(exc).__name__}", None, False)
-            log.exception("outbox sink %s raised while delivering %s", prefix, item.id[:8])
-            return False
-        async with self.store.transaction() as tx:
-            await tx.outbox.mark_delivered(item.id, self._clock())
-        log.info("outbox %s delivered to %s", item.id[:8], prefix)
-        return True
-
-    async def _deliver_batch(self, sink: BatchSink, items: list[OutboxItem]) -> int:
-        prefix, _, target = items[0].sink.partition(":")
-        error: DeliveryError | None = None
-        try:
-            await sink.deliver_batch(items, target)
+            if len(items) == 1 and not hasattr(sink, "deliver_batch"):
+                await sink.deliver(items[0], target)
+            else:
+                await sink.deliver_batch(items, target)
         except DeliveryError as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001 - a sink bug must not stop the worker
@@ -142,7 +129,7 @@ class OutboxWorker:
             async with self.store.transaction() as tx:
                 for item in done:
                     await tx.outbox.mark_delivered(item.id, self._clock())
-            log.info("outbox %d rows delivered to %s together", len(done), prefix)
+            log.info("outbox %d rows delivered to %s", len(done), prefix)
         if error is not None:
             for item in items:
                 if item.id not in error.delivered:

@@ -71,15 +71,22 @@ def answer_label(catalogues: Catalogues, language: str, step_id: str, answer: ob
     return str(answer)
 
 
+def tip_flags(catalogues: Catalogues, language: str, tip: Tip, *, urgent: bool = True) -> list[str]:
+    """URGENT / MINOR INVOLVED, as officers read them (``urgent=False`` leaves URGENT out where the
+    title already says it)."""
+    flags = [catalogues.text(language, "alert.flag.urgent")] if urgent and tip.urgent else []
+    if tip.minor:
+        flags.append(catalogues.text(language, "alert.flag.minor"))
+    return flags
+
+
 def render_alert(
     catalogues: Catalogues, language: str, tip: Tip, event: AlertEvent, *, full_details: bool, additions: tuple[str, ...] = ()
 ) -> str:
     """Plain text; channels escape it for their own markup."""
     t = catalogues.text
     lines = [t(language, _TITLE_KEYS[event], case=tip.case_number)]
-    flags = [t(language, "alert.flag.urgent")] if tip.urgent else []
-    if tip.minor:
-        flags.append(t(language, "alert.flag.minor"))
+    flags = tip_flags(catalogues, language, tip)
     if flags:
         lines.append(" · ".join(flags))
     if event is AlertEvent.WITHDRAWN:

@@ -59,8 +59,6 @@ def _opts(*triples: tuple[str, str, str] | tuple[str, str, str, Effect]) -> tupl
     return tuple(Option(*t) for t in triples)
 
 
-YES_NO_UNSURE = ("yes", "no", "unsure")
-
 STEPS: tuple[Step, ...] = (
     Step(
         "language",

@@ -8,7 +8,6 @@ LANG interrupted a step, and ``tip_id`` once an urgent alert created the case.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from bot.messages import Choice, InboundKind, Purpose
@@ -289,7 +288,3 @@ def summary(turn: Turn, state: State) -> str:
             shown = answer_label(turn.catalogues, language, step.id, value)
         lines.append(f"{turn.text(language, step.summary_key)}: {shown}")
     return "\n".join(lines)
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex

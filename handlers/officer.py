@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timezone
 
 from bot.messages import Purpose
-from handlers.alerts import AlertEvent, answer_label, enqueue_alert
+from handlers.alerts import AlertEvent, answer_label, enqueue_alert, tip_flags
 from handlers.flow import FIRST_STEP, REPORT_STEPS
 from handlers.turn import Turn
 from handlers.words import Word, clean, global_word
@@ -74,9 +74,7 @@ async def _list(turn: Turn, language: str) -> None:
         return
     lines = [turn.text(language, "officer.list.header", count=len(tips))]
     for tip in tips:
-        flags = [turn.text(language, "alert.flag.urgent")] if tip.urgent else []
-        if tip.minor:
-            flags.append(turn.text(language, "alert.flag.minor"))
+        flags = tip_flags(turn.catalogues, language, tip)
         kind = answer_label(turn.catalogues, language, "kind", tip.answers.get("kind"))
         lines.append(f"{tip.case_number} · {tip.status.value} · {_when(tip.created_at)} · {kind} {' '.join(flags)}".rstrip())
     turn.say_text(language, "officer.list.header", "\n".join(lines), purpose=Purpose.OFFICER)
@@ -96,9 +94,7 @@ async def _stats(turn: Turn, language: str) -> None:
 async def _show(turn: Turn, language: str, tip: Tip, rest: str) -> None:
     t = turn.text
     lines = [f"{tip.case_number} · {tip.status.value} · {_when(tip.created_at)}"]
-    flags = [t(language, "alert.flag.urgent")] if tip.urgent else []
-    if tip.minor:
-        flags.append(t(language, "alert.flag.minor"))
+    flags = tip_flags(turn.catalogues, language, tip)
     if flags:
         lines.append(" · ".join(flags))
     for step in REPORT_STEPS:

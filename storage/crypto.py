@@ -239,7 +239,3 @@ def chain_hash(previous: str, record: str) -> str:
 
 def random_digits(count: int) -> str:
     return "".join(secrets.choice("0123456789") for _ in range(count))
-
-
-def constant_time_equals(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

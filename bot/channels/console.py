@@ -39,10 +39,6 @@ class ConsoleSink:
         stream.flush()
 
 
-def render(reply: OutboundMessage) -> str:
-    return reply.text
-
-
 class ConsoleChannel:
     """The tipster and, for lines starting with "/", the officer, in one local terminal."""
 
@@ -56,7 +52,7 @@ class ConsoleChannel:
 
     def _print(self, replies: list[OutboundMessage]) -> None:
         for reply in replies:
-            self.stdout.write(render(reply) + "\n\n")
+            self.stdout.write(reply.text + "\n\n")
         self.stdout.flush()
 
     async def run(self) -> None:

@@ -49,7 +49,7 @@ from bot.outbox import DeliveryError, Sink
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsError
 from bot.sms_segments import split_for_sms
-from handlers.alerts import AlertEvent
+from handlers.alerts import AlertEvent, tip_flags
 from handlers.words import Word, fold, global_word
 from storage.records import OutboxItem, OutboxStatus, Tip
 
@@ -146,11 +146,8 @@ def officer_text(composer: AlertComposer, tip: Tip, event: AlertEvent) -> str:
     t = composer.catalogues.text
     language = composer.language
     lines = [t(language, f"alert.{event.value}", case=tip.case_number)]
-    flags = []
-    if tip.urgent and event is not AlertEvent.URGENT:  # the urgent title already says URGENT
-        flags.append(t(language, "alert.flag.urgent"))
-    if tip.minor:
-        flags.append(t(language, "alert.flag.minor"))
+    # Every character counts in an SMS: the urgent title already says URGENT.
+    flags = tip_flags(composer.catalogues, language, tip, urgent=event is not AlertEvent.URGENT)
     if flags:
         lines.append(" · ".join(flags))
     return "\n".join(lines)
