@@ -1,20 +1,24 @@
-"""Turning an alert row of the outbox into the text officers read, at delivery time."""
+"""Turning an alert (or notice) row of the outbox into the text officers read, at delivery time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bot.i18n import Catalogues
-from handlers.alerts import AlertEvent, render_alert
+from handlers.alerts import AlertEvent, Notice, render_alert, render_notice
 from storage.interfaces import Store
 from storage.records import OutboxItem, Tip
 
 
 @dataclass(frozen=True)
 class ComposedAlert:
-    tip: Tip
-    event: AlertEvent
+    """What a sink sends. A notice (about the service, not a tip) has no ``tip`` and no ``event``:
+    sinks send its ``text`` as it is, with no case buttons."""
+
+    tip: Tip | None
+    event: AlertEvent | None
     text: str
+    notice: Notice | None = None
 
 
 class AlertComposer:
@@ -26,6 +30,9 @@ class AlertComposer:
 
     async def compose(self, item: OutboxItem) -> ComposedAlert | None:
         """None when the tip no longer exists (purged): there is nothing left to say."""
+        if item.payload.get("kind") == "notice":
+            notice = Notice(item.payload["notice"])  # an unknown notice is a bug: the worker retries and logs it
+            return ComposedAlert(None, None, render_notice(self.catalogues, self.language, notice), notice)
         tip = await self.store.tips.get(item.payload["tip_id"])
         if tip is None:
             return None

@@ -38,19 +38,17 @@ async def chat(settings: Settings) -> int:
 
 def serve(settings: Settings) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
-    from bot.web import create_app
+    from bot.web import server_config
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep our handlers (with the redaction filter)
-        access_log=False,  # request lines add nothing an officer needs and could expose timing
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    # Header, body and keep-alive timeouts and the concurrency limit: TIPLINE_SERVER__* (bot/web.py).
+    server = uvicorn.Server(server_config(settings))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    return 0 if server.started else STARTUP_FAILURE
 
 
 async def keygen(settings: Settings, *, rotate: bool) -> int:

@@ -11,22 +11,28 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from bot.i18n import Catalogues
 from bot.keyed_locks import KeyedLocks
+from bot.logs import exception_outline
 from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, Purpose
 from bot.rate_limit import RateLimiter, Verdict
 from handlers import filing, followup, intake, officer
+from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
 from handlers.words import Word, clean, global_word, receipt_command
-from storage.crypto import Cipher
-from storage.interfaces import Store
-from storage.records import Draft, TipStatus
+from storage.crypto import Cipher, DecryptionError
+from storage.interfaces import Repositories, Store
+from storage.records import Draft, Followup, TipStatus
 
 log = logging.getLogger(__name__)
+
+# What reading a stored draft can raise when it is not a state this release understands.
+UNREADABLE = (DecryptionError, StateError, ValueError)
 
 
 class Engine:
@@ -49,13 +55,18 @@ class Engine:
         self._on_alerts = on_alerts
         self._locks = KeyedLocks()
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        self.failures = 0  # messages whose handling raised and was contained (see handle)
 
     async def _exempt_from_flood_limit(self, msg: InboundMessage) -> bool:
-        """EXIT always works (a person in danger must be able to erase), and a provider's retry of
-        a message already handled gets its first answer again (a read, no write)."""
+        """EXIT always works while there is something to erase (a person in danger must be able to
+        erase; with nothing stored it is just one more message), and a provider's retry of a message
+        already handled gets its first answer again (a read, no write)."""
         word = global_word(clean(msg.text)) if msg.text else None
         if word and word[0] is Word.EXIT:
-            return True
+            try:
+                return await self.store.drafts.get(msg.sender) is not None
+            except UNREADABLE:
+                return True  # something is stored, even if it cannot be read: it must go
         return bool(msg.provider_id) and await self.store.processed.replies_for(f"{msg.channel}:{msg.provider_id}") is not None
 
     def _slow_down(self, msg: InboundMessage) -> OutboundMessage:
@@ -66,6 +77,8 @@ class Engine:
         return self._cipher.lookup_hash("receipt", digits)
 
     async def handle(self, msg: InboundMessage) -> list[OutboundMessage]:
+        """Replies to one message; never raises. A failure while handling it is contained: the
+        transaction rolls back, what the person typed is kept, and they get a calm answer."""
         verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._clock())
         if verdict is not Verdict.ALLOW and not await self._exempt_from_flood_limit(msg):
             if verdict is Verdict.WARN:
@@ -74,30 +87,44 @@ class Engine:
             if verdict is Verdict.DROP:
                 return []
         async with self._locks.hold(msg.sender):
-            key = f"{msg.channel}:{msg.provider_id}" if msg.provider_id else None
-            async with self.store.transaction() as tx:
-                if key is not None:
-                    earlier = await tx.processed.replies_for(key)
-                    if earlier is not None:
-                        log.info("duplicate %s message ignored (sender %s)", msg.channel, msg.sender[:8])
-                        return [_outbound(r) for r in earlier]
-                turn = Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash)
-                await self._dispatch(turn)
-                if key is not None:
-                    await tx.processed.add(key, [_serialise(r) for r in turn.replies], turn.now)
-            if turn.alerts_queued:
-                self._on_alerts()
-            return turn.replies
+            try:
+                return await self._handle(msg)
+            except Exception as exc:  # noqa: BLE001 - contained here, for this message only
+                self.failures += 1
+                log.error("%s message from %s failed (%s); keeping it\n%s", msg.channel, msg.sender[:8], type(exc).__name__, exception_outline(exc))
+                return await self._rescue(msg)
+
+    async def _handle(self, msg: InboundMessage) -> list[OutboundMessage]:
+        key = _processed_key(msg)
+        async with self.store.transaction() as tx:
+            if key is not None:
+                earlier = await tx.processed.replies_for(key)
+                if earlier is not None:
+                    log.info("duplicate %s message ignored (sender %s)", msg.channel, msg.sender[:8])
+                    return [_outbound(r) for r in earlier]
+            turn = self._turn(msg, tx)
+            await self._dispatch(turn)
+            if key is not None:
+                await tx.processed.add(key, [_serialise(r) for r in turn.replies], turn.now)
+        if turn.alerts_queued:
+            self._on_alerts()
+        return turn.replies
+
+    def _turn(self, msg: InboundMessage, tx: Repositories) -> Turn:
+        return Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash)
 
     async def open_conversation(self, msg: InboundMessage) -> list[OutboundMessage]:
         """A channel that starts the talking (the console): resume a draft or show the first prompt."""
         async with self._locks.hold(msg.sender):
             async with self.store.transaction() as tx:
-                turn = Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash)
-                draft = await self._live_draft(turn)
-                if draft is not None:
-                    intake.resume(turn, draft.state)
-                    state = draft.state
+                turn = self._turn(msg, tx)
+                state = await self._current_state(turn)
+                if isinstance(state, Report):
+                    intake.resume(turn, state)
+                elif isinstance(state, Addition):
+                    turn.say(state.language, "add.question", purpose=Purpose.PROMPT)
+                elif isinstance(state, (AnswerWindow, Sent)):
+                    turn.say(state.language, "help.idle")
                 else:
                     state = await intake.start(turn, None)
                 await self._save(turn, state)
@@ -110,32 +137,40 @@ class Engine:
         if msg.officer is not None:
             await officer.handle(turn)
             return
-        draft = await self._live_draft(turn)
-        if draft is not None and draft.state.get("mode") == "answer" and not await self._case_open(turn, draft):
-            await turn.tx.drafts.delete(msg.sender)
-            draft = None
         text = clean(msg.text)
         word = global_word(text) if msg.kind is not InboundKind.UNSUPPORTED else None
-        if draft is None:
+        if word and word[0] is Word.EXIT and not await self._readable(turn):
+            # EXIT always works: a draft that cannot be read is deleted without interpreting it.
+            await turn.tx.drafts.erase(msg.sender)
+            turn.say(intake.hinted_language(msg.language_hint) or word[1] or "en", "erased", purpose=Purpose.ERASED)
+            return
+        current = await self._current_state(turn)
+        if isinstance(current, (AnswerWindow, Sent)) and not await self._case_open(turn, current.tip_id):
+            current = None
+        command = receipt_command(text) if msg.kind is not InboundKind.UNSUPPORTED else None
+        state: ConversationState | None
+        if command is not None and (current is None or followup.starts_with_code(command[2])):
+            # ADD / CHECK with a code work at any step; a report in progress is kept.
+            state = await followup.command(turn, command[0], command[1], command[2], current)
+        elif current is None:
             state = await self._outside_draft(turn, text, word)
-        elif draft.state.get("mode") == "add":
-            state = await followup.continue_add(turn, draft.state, word[0] if word else None)
-        elif draft.state.get("mode") == "answer":
-            state = await officer.tipster_answer(turn, draft.state)
+        elif isinstance(current, Addition):
+            state = await followup.continue_add(turn, current, word[0] if word else None)
+        elif isinstance(current, AnswerWindow):
+            state = await followup.answer(turn, current, word[0] if word else None)
+        elif isinstance(current, Sent):
+            state = await followup.after_receipt(turn, current, word)
         else:
-            state = await intake.answer(turn, draft, word)
+            state = await intake.answer(turn, current, word)
         await self._save(turn, state)
         log.info("%s message from %s handled (%d replies)", msg.channel, msg.sender[:8], len(turn.replies))
 
-    async def _outside_draft(self, turn: Turn, text: str, word: tuple[Word, str | None] | None) -> dict | None:
+    async def _outside_draft(self, turn: Turn, text: str, word: tuple[Word, str | None] | None) -> ConversationState | None:
         msg = turn.msg
         language = intake.hinted_language(msg.language_hint) or (word[1] if word else None) or "en"
         if msg.kind is InboundKind.UNSUPPORTED:
             turn.say(language, "unsupported")
             return None
-        command = receipt_command(text)
-        if command is not None:
-            return await followup.command(turn, command[0], command[1], command[2])
         if word and word[0] is Word.HELP:
             turn.say(language, "help.idle")
             return None
@@ -145,43 +180,134 @@ class Engine:
         return await intake.start(turn, word)
 
     @staticmethod
-    async def _case_open(turn: Turn, draft: Draft) -> bool:
-        tip = await turn.tx.tips.get(draft.state["tip_id"])
+    async def _case_open(turn: Turn, tip_id: str) -> bool:
+        tip = await turn.tx.tips.get(tip_id)
         return tip is not None and tip.status not in (TipStatus.CLOSED, TipStatus.WITHDRAWN)
 
-    async def _live_draft(self, turn: Turn) -> Draft | None:
-        """The sender's draft, unless it has expired, in which case it is expired now."""
-        draft = await turn.tx.drafts.get(turn.msg.sender)
-        if draft is not None and draft.expires_at <= turn.now:
-            turn.alerts_queued += await filing.expire(turn.tx, draft.sender, draft.state, self.config.alert_sinks, turn.now)
-            return None
-        return draft
+    @staticmethod
+    async def _readable(turn: Turn) -> bool:
+        """Whether the sender's draft (if any) can be read as a state."""
+        try:
+            draft = await turn.tx.drafts.get(turn.msg.sender)
+            if draft is not None:
+                load_state(draft.state)
+        except UNREADABLE:
+            return False
+        return True
 
-    async def _save(self, turn: Turn, state: dict | None) -> None:
+    async def _current_state(self, turn: Turn) -> ConversationState | None:
+        """The sender's conversation, or None. A draft past its timeout is expired now; one that
+        cannot be read is set aside (kept, never interpreted) and the person starts afresh."""
+        sender = turn.msg.sender
+        try:
+            draft = await turn.tx.drafts.get(sender)
+            state = load_state(draft.state) if draft is not None else None
+        except UNREADABLE as exc:
+            log.error("draft of %s cannot be read (%s); set aside", sender[:8], type(exc).__name__)
+            await turn.tx.drafts.set_aside(sender, turn.now)
+            return None
+        if draft is None or state is None:
+            return None
+        if draft.expires_at <= turn.now:
+            turn.alerts_queued += await filing.expire(turn.tx, sender, state, self.config.alert_sinks, turn.now)
+            return None
+        return state
+
+    async def _save(self, turn: Turn, state: ConversationState | None) -> None:
         if state is None:
             await turn.tx.drafts.delete(turn.msg.sender)
             return
-        expires = turn.now + self.config.draft_timeout_seconds
-        await turn.tx.drafts.save(Draft(turn.msg.sender, state, turn.now, expires))
+        if isinstance(state, AnswerWindow):
+            timeout = self.config.answer_window_seconds
+        elif isinstance(state, Sent):
+            timeout = self.config.after_receipt_seconds
+        else:
+            timeout = self.config.draft_timeout_seconds
+        await turn.tx.drafts.save(Draft(turn.msg.sender, dump_state(state), turn.now, turn.now + timeout))
+
+    async def _rescue(self, msg: InboundMessage) -> list[OutboundMessage]:
+        """After a failure: keep what the person typed with their conversation (or as the start of a
+        new one when the old one is what failed), and answer calmly. Never raises."""
+        language = intake.hinted_language(msg.language_hint) or "en"
+        try:
+            key = _processed_key(msg)
+            async with self.store.transaction() as tx:
+                turn = self._turn(msg, tx)
+                text = clean(msg.text)
+                word = global_word(text)
+                if word and word[0] is Word.EXIT:
+                    await tx.drafts.erase(msg.sender)
+                    turn.say(word[1] or language, "erased", purpose=Purpose.ERASED)
+                else:
+                    state = await self._keep(turn, text)
+                    turn.say(state.speaking if state else language, "error.kept")
+                if key is not None:
+                    await tx.processed.add(key, [_serialise(r) for r in turn.replies], turn.now)
+            if turn.alerts_queued:
+                self._on_alerts()
+            return turn.replies
+        except Exception as exc:  # noqa: BLE001 - the last word must still be an answer
+            log.error("%s message from %s could not be kept either (%s)", msg.channel, msg.sender[:8], type(exc).__name__)
+            return [OutboundMessage(self.catalogues.text(language, "error.retry"), (), Purpose.INFO, "error.retry", language)]
+
+    async def _keep(self, turn: Turn, text: str) -> ConversationState | None:
+        sender, now = turn.msg.sender, turn.now
+        kept = intake.pieces(text, self.config.max_text_chars) if text else []
+        try:
+            draft = await turn.tx.drafts.get(sender)
+            state = load_state(draft.state) if draft is not None and draft.expires_at > now else None
+        except UNREADABLE:
+            draft, state = None, None
+            await turn.tx.drafts.set_aside(sender, now)  # kept apart, never interpreted
+        if draft is not None and state is None:
+            await turn.tx.drafts.set_aside(sender, now)  # past its time and its expiry failed: kept apart
+        if isinstance(state, Addition):
+            state.lines = [*state.lines, *kept]
+        elif isinstance(state, AnswerWindow):
+            for line in kept:
+                await turn.tx.followups.add(Followup(uuid.uuid4().hex, state.tip_id, "tipster", line, now))
+        else:
+            if not isinstance(state, Report):
+                state = Report(channel=turn.msg.channel, started_at=now, language=intake.hinted_language(turn.msg.language_hint))
+            state.answers.add_details(kept)
+        await self._save(turn, state)
+        return state
 
     async def expire_due(self, limit: int = 100) -> int:
-        """Expire drafts left alone past their timeout (run by a background sweeper)."""
+        """Expire drafts left alone past their timeout (run by a background sweeper). Each draft is
+        handled on its own: one that cannot be expired is logged, set aside, and the pass goes on."""
         now = self._clock()
         senders = await self.store.drafts.expired(now, limit)
         expired = alerts = 0
         for sender in senders:
-            async with self._locks.hold(sender):
-                async with self.store.transaction() as tx:
-                    draft = await tx.drafts.get(sender)
-                    if draft is None or draft.expires_at > now:
-                        continue  # answered meanwhile
-                    alerts += await filing.expire(tx, sender, draft.state, self.config.alert_sinks, now)
-                    expired += 1
+            try:
+                async with self._locks.hold(sender):
+                    async with self.store.transaction() as tx:
+                        draft = await tx.drafts.get(sender)
+                        if draft is None or draft.expires_at > now:
+                            continue  # answered meanwhile
+                        alerts += await filing.expire(tx, sender, load_state(draft.state), self.config.alert_sinks, now)
+                        expired += 1
+            except Exception as exc:  # noqa: BLE001 - one draft must not stop the sweeper for everyone
+                log.error("draft of %s could not be expired (%s); set aside\n%s", sender[:8], type(exc).__name__, exception_outline(exc))
+                await self._set_aside(sender, now)
         if alerts:
             self._on_alerts()
         if expired:
             log.info("expired %d drafts", expired)
         return expired
+
+    async def _set_aside(self, sender: str, now: float) -> None:
+        try:
+            async with self._locks.hold(sender):
+                async with self.store.transaction() as tx:
+                    await tx.drafts.set_aside(sender, now)
+        except Exception as exc:  # noqa: BLE001
+            log.error("draft of %s could not be set aside (%s)", sender[:8], type(exc).__name__)
+
+
+def _processed_key(msg: InboundMessage) -> str | None:
+    return f"{msg.channel}:{msg.provider_id}" if msg.provider_id else None
 
 
 def _serialise(reply: OutboundMessage) -> dict[str, Any]:

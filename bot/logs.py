@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 
 _PATTERNS = (
     (re.compile(r"bot\d{5,}:[A-Za-z0-9_-]{20,}"), "bot****"),  # Telegram token inside a URL
@@ -26,11 +27,28 @@ def redact(text: str) -> str:
     return text
 
 
+def exception_outline(exc: BaseException) -> str:
+    """An exception as logs may show it: its class and where it happened, frame by frame, for it
+    and whatever caused it, but never its message (``invalid literal for int(): '፩'`` quotes what
+    somebody typed) nor the source line text."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = "".join(f"  {f.filename}:{f.lineno} in {f.name}\n" for f in traceback.extract_tb(current.__traceback__))
+        parts.append(f"{type(current).__module__}.{type(current).__qualname__}\n{frames}")
+        current = current.__cause__ or current.__context__
+    return "caused by ".join(reversed(parts)).rstrip("\n")
+
+
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            # By construction: a traceback is logged as an outline, whoever logs it (uvicorn too).
+            record.exc_text = exception_outline(record.exc_info[1])
+            record.exc_info = None
         record.msg, record.args = redact(message), None
         if record.exc_text:
             record.exc_text = redact(record.exc_text)

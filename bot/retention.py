@@ -14,7 +14,7 @@ DAY = 86400.0
 
 async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
     keep = settings.retention
-    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0}
+    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0}
     closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=None)
     async with store.transaction() as tx:
         for tip in closed:
@@ -30,4 +30,6 @@ async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
         removed["provider ids"] = await tx.processed.purge_before(now - keep.processed_id_days * DAY)
         # Telegram lets a bot delete messages for 48 hours; after that the ids are of no use.
         removed["message refs"] = await tx.message_refs.purge_before(now - 2 * DAY)
+        # A draft set aside because it could not be read lives no longer than an abandoned one would.
+        removed["set-aside drafts"] = await tx.drafts.purge_set_aside_before(now - keep.processed_id_days * DAY)
     return removed

@@ -54,9 +54,12 @@ def load_or_create_keyring(settings: Settings, *, allow_create: bool) -> KeyRing
 def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> ConversationConfig:
     return ConversationConfig(
         draft_timeout_seconds=settings.draft_timeout_minutes * 60,
+        answer_window_seconds=settings.answer_window_minutes * 60,
         support_line=settings.support_line,
         alert_sinks=sinks,
         officer_language=settings.officers.language,
+        receipt_failures_global_per_hour=settings.receipt_failures_per_hour,
+        urgent_alerts_per_hour=settings.urgent_alerts_per_hour,
     )
 
 

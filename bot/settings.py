@@ -83,6 +83,15 @@ class RetentionSettings(BaseModel):
     processed_id_days: float = Field(7, gt=0)  # provider ids remembered for de-duplication
 
 
+class ServerSettings(BaseModel):
+    """Limits of ``serve``'s HTTP server against slow or idle clients (slowloris, stalled bodies)."""
+
+    header_timeout_seconds: float = Field(10, gt=0)  # complete request headers within this, or the connection closes
+    body_timeout_seconds: float = Field(10, gt=0)  # the whole body within this once it is read, or 408
+    keep_alive_timeout_seconds: float = Field(5, gt=0)  # an idle kept-alive connection closes after this
+    concurrency_limit: int = Field(100, ge=1)  # open connections (or requests) beyond this are answered 503
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -100,11 +109,19 @@ class Settings(BaseSettings):
     public_url: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     draft_timeout_minutes: float = Field(30, gt=0)
+    # After CHECK showed an officer's reply, what the person writes for this long answers it.
+    answer_window_minutes: float = Field(30, gt=0)
+    # Urgent alerts sent at once per sender per hour; later urgent reports are filed and flagged.
+    urgent_alerts_per_hour: int = Field(3, ge=1)
     support_line: str | None = None
+    # Failed receipt look-ups in an hour, all senders together; reaching it pauses look-ups for an
+    # hour and notifies officers (on top of the per-sender lock-out).
+    receipt_failures_per_hour: int = Field(200, ge=1)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     officers: OfficerSettings = Field(default_factory=OfficerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @field_validator("public_url")
     @classmethod

@@ -5,6 +5,7 @@ twice in GSM-7. Used to keep prompts within one segment and to split long replie
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 GSM7_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -48,16 +49,31 @@ def _sentences(text: str) -> list[tuple[str, str]]:
     return pieces
 
 
+TWILIO_MAX_CHARS = 1600  # what Twilio accepts in one message; the phone joins the segments
+
+
 def split_for_sms(text: str) -> list[str]:
     """Split a long reply into messages that each fit one segment, at line or sentence
     boundaries where possible, at spaces otherwise. Short text comes back whole."""
-    if segments(text) == 1:
+    return split_to_fit(text, lambda part: segments(part) == 1, single_limit)
+
+
+def split_for_twilio(text: str) -> list[str]:
+    """One message, which the phone shows as one text however many segments it takes, unless it
+    is longer than Twilio accepts: then as few messages as fit, cut at lines or sentences."""
+    return split_to_fit(text, lambda part: len(part) <= TWILIO_MAX_CHARS, lambda word: TWILIO_MAX_CHARS)
+
+
+def split_to_fit(text: str, fits: Callable[[str], bool], word_limit: Callable[[str], int]) -> list[str]:
+    """Split ``text`` into parts that each ``fits``, at line or sentence boundaries where possible,
+    at spaces otherwise; a single word too long for a part is cut (``word_limit`` characters)."""
+    if fits(text):
         return [text]
     parts: list[str] = []
     current = ""
     for separator, sentence in _sentences(text):
         candidate = f"{current}{separator}{sentence}" if current else sentence
-        if segments(candidate) == 1:
+        if fits(candidate):
             current = candidate
             continue
         if current:
@@ -65,15 +81,15 @@ def split_for_sms(text: str) -> list[str]:
         current = ""
         for word in sentence.split(" "):
             candidate = f"{current} {word}" if current else word
-            if segments(candidate) == 1:
+            if fits(candidate):
                 current = candidate
                 continue
             if current:
                 parts.append(current)
-            # A single word longer than a segment (a long URL) is cut into pieces, never dropped.
-            while segments(word) > 1:
-                cut = single_limit(word)
-                while units(word[:cut]) > single_limit(word[:cut]):
+            # A single word longer than a part (a long URL) is cut into pieces, never dropped.
+            while not fits(word):
+                cut = word_limit(word)
+                while cut > 1 and not fits(word[:cut]):
                     cut -= 1  # GSM-7 extension characters count twice
                 parts.append(word[:cut])
                 word = word[cut:]

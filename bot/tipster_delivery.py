@@ -1,15 +1,13 @@
 """Delivering an officer's reply to the tipster, on the channel the tip came from.
 
 Outbox rows ``tipster:<channel>`` are written with the reply (only when the tipster accepted
-replies). The text is rendered at delivery in the tipster's language; the officer's name and the
-tipster's address are never shown to anyone. The address is read from the tip (encrypted at rest)
-at the moment of sending and is not logged.
+replies). What is sent is a content-free notice in the tipster's language ("New message for you.
+Send CHECK and your code"): the reply itself is read with CHECK. The tipster's address is read from
+the tip (encrypted at rest) at the moment of sending and is not logged.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Protocol
 
 from bot.i18n import Catalogues
@@ -25,11 +23,10 @@ class TipsterSender(Protocol):
 
 
 class TipsterSink:
-    def __init__(self, store: Store, catalogues: Catalogues, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, catalogues: Catalogues) -> None:
         self.store = store
         self.catalogues = catalogues
         self.senders: dict[str, TipsterSender] = {}
-        self._clock = clock
 
     def register(self, channel: str, sender: TipsterSender) -> None:
         self.senders[channel] = sender
@@ -44,6 +41,6 @@ class TipsterSink:
         sender = self.senders.get(target)
         if sender is None:
             raise DeliveryError(f"channel {target} is not running", retry_after=300)
-        await sender.send_to_tipster(tip.contact_address, self.catalogues.text(tip.language, "tipster.reply", text=followup.text))
-        async with self.store.transaction() as tx:
-            await tx.followups.mark_read([followup.id], self._clock())
+        # Content-free: a phone's lock screen (or whoever holds the phone) learns nothing from it;
+        # the reply itself is read with CHECK and the code.
+        await sender.send_to_tipster(tip.contact_address, self.catalogues.text(tip.language, "tipster.reply_notice"))

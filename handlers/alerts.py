@@ -2,6 +2,8 @@
 
 An alert row holds only the event and the tip id; the text is rendered from the tip when it is
 sent, in the officers' language, so an alert never carries more than the deployment allows.
+A notice row (``{"kind": "notice", "notice": ...}``) goes the same way to the same sinks but is
+about the service, not a tip (for instance, someone guessing receipt codes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class AlertEvent(str, Enum):
     WITHDRAWN = "withdrawn"
     ADDITION = "addition"
     ANSWER = "answer"  # the tipster answered an officer's reply
+    UPDATE = "update"  # an urgent case filled in while the person is still answering
+    CLEARED = "cleared"  # the person corrected "danger now" to no
 
 
 _TITLE_KEYS = {
@@ -31,6 +35,8 @@ _TITLE_KEYS = {
     AlertEvent.WITHDRAWN: "alert.withdrawn",
     AlertEvent.ADDITION: "alert.addition",
     AlertEvent.ANSWER: "alert.answer",
+    AlertEvent.UPDATE: "alert.update",
+    AlertEvent.CLEARED: "alert.cleared",
 }
 
 
@@ -58,6 +64,39 @@ async def enqueue_alert(
     return len(sinks)
 
 
+class Notice(str, Enum):
+    """Officer notices about the service itself, not about a tip (no case number)."""
+
+    RECEIPT_GUESSING = "receipt_guessing"  # the global ceiling on failed receipt look-ups tripped
+
+
+NOTICE_PRIORITY = 1  # after urgent tips, before ordinary ones
+
+
+async def enqueue_notice(tx: Repositories, notice: Notice, sinks: tuple[str, ...], now: float) -> int:
+    """One outbox row per officer sink, like an alert but naming no tip; rendered at delivery."""
+    payload: dict[str, object] = {"kind": "notice", "notice": notice.value}
+    for sink in sinks:
+        await tx.outbox.add(
+            OutboxItem(
+                id=uuid.uuid4().hex,
+                sink=sink,
+                payload=payload,
+                status=OutboxStatus.PENDING,
+                attempts=0,
+                next_at=now,
+                created_at=now,
+                priority=NOTICE_PRIORITY,
+            )
+        )
+    return len(sinks)
+
+
+def render_notice(catalogues: Catalogues, language: str, notice: Notice) -> str:
+    """Plain text, short enough for an officer SMS; channels escape it for their own markup."""
+    return catalogues.text(language, f"notice.{notice.value}")
+
+
 def answer_label(catalogues: Catalogues, language: str, step_id: str, answer: object) -> str:
     """The localised words for a recorded answer ("-" when skipped)."""
     if answer in (None, "", []):
@@ -71,12 +110,18 @@ def answer_label(catalogues: Catalogues, language: str, step_id: str, answer: ob
     return str(answer)
 
 
+# Kept with a tip's answers when its sender raised more urgent cases in an hour than are alerted.
+REPEATED_FLAG = "repeated"
+
+
 def tip_flags(catalogues: Catalogues, language: str, tip: Tip, *, urgent: bool = True) -> list[str]:
     """URGENT / MINOR INVOLVED, as officers read them (``urgent=False`` leaves URGENT out where the
     title already says it)."""
     flags = [catalogues.text(language, "alert.flag.urgent")] if urgent and tip.urgent else []
     if tip.minor:
         flags.append(catalogues.text(language, "alert.flag.minor"))
+    if tip.answers.get(REPEATED_FLAG):
+        flags.append(catalogues.text(language, "alert.flag.repeated"))
     return flags
 
 
@@ -89,7 +134,7 @@ def render_alert(
     flags = tip_flags(catalogues, language, tip)
     if flags:
         lines.append(" · ".join(flags))
-    if event is AlertEvent.WITHDRAWN:
+    if event in (AlertEvent.WITHDRAWN, AlertEvent.CLEARED):
         return "\n".join(lines)
     if event in (AlertEvent.ADDITION, AlertEvent.ANSWER):
         if full_details:

@@ -6,17 +6,16 @@ removal commit together, before the receipt is shown.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 import uuid
-from typing import Any
 
 from bot.messages import Purpose
-from handlers.alerts import AlertEvent, enqueue_alert
-from handlers.flow import REPORT_STEPS
+from handlers.alerts import REPEATED_FLAG, AlertEvent, enqueue_alert
+from handlers.state import Addition, ConversationState, Report, Sent
 from handlers.turn import Turn
 from storage.crypto import random_digits
 from storage.interfaces import Repositories
-from storage.records import Tip, TipStatus
+from storage.records import Followup, Tip, TipStatus
 from storage.repositories import utc_year
 
 RECEIPT_DIGITS = 12
@@ -28,66 +27,86 @@ def format_receipt(digits: str) -> str:
 
 
 def receipt_digits(text: str) -> str | None:
-    digits = re.sub(r"\D", "", text)
+    """The 12 digits of a receipt typed with any separators, in any script's digits."""
+    digits = "".join(str(d) for d in (unicodedata.decimal(c, None) for c in text) if d is not None)
     return digits if len(digits) == RECEIPT_DIGITS else None
 
 
-def report_answers(state: dict[str, Any]) -> dict[str, Any]:
-    answers = state["answers"]
-    return {step.id: answers[step.id] for step in REPORT_STEPS if step.id in answers}
-
-
-def has_substance(state: dict[str, Any]) -> bool:
-    answers = state["answers"]
-    return answers.get("danger") == "yes" or bool(answers.get("where")) or bool(answers.get("details"))
-
-
-async def _tip_for(tx: Repositories, state: dict[str, Any], sender: str, now: float) -> Tip:
-    if state.get("tip_id"):
-        existing = await tx.tips.get(state["tip_id"])
+async def _tip_for(tx: Repositories, state: Report, sender: str, now: float) -> Tip:
+    if state.tip_id:
+        existing = await tx.tips.get(state.tip_id)
         if existing is not None:
             return existing
-    tip_id = uuid.uuid4().hex
     return Tip(
-        id=tip_id,
+        id=uuid.uuid4().hex,
         case_number=await tx.tips.next_case_number(utc_year(now)),
         status=TipStatus.IN_PROGRESS,
         sender=sender,
-        channel=state.get("channel", "unknown"),
-        language=state.get("language") or "en",
+        channel=state.channel,
+        language=state.speaking,
         created_at=now,
         updated_at=now,
     )
 
 
-def _apply_answers(tip: Tip, state: dict[str, Any], now: float) -> None:
-    tip.answers = report_answers(state)
-    tip.urgent = tip.urgent or tip.answers.get("danger") == "yes"
-    tip.minor = tip.answers.get("minors") == "yes"
-    tip.language = state.get("language") or tip.language
+def _apply_answers(tip: Tip, state: Report, now: float) -> None:
+    tip.answers = state.answered()
+    if state.urgent_repeated:
+        tip.answers[REPEATED_FLAG] = True
+    tip.urgent = state.answers.danger == "yes"
+    tip.minor = state.answers.minors == "yes"
+    tip.language = state.language or tip.language
     tip.updated_at = now
 
 
-async def mark_urgent(turn: Turn, state: dict[str, Any]) -> None:
-    """Danger now: create the case and alert officers immediately, with what is known so far."""
-    if state.get("tip_id"):
+URGENT_WINDOW = 3600.0
+
+
+async def mark_urgent(turn: Turn, state: Report) -> None:
+    """Danger now: the case is created (or flagged again) and officers are alerted at once, with
+    what is known so far. A sender who keeps raising urgent cases is not alerted for more than
+    ``urgent_alerts_per_hour`` of them an hour: later ones are filed and flagged as repeated, and
+    reach officers with the report (at Send, or when it expires)."""
+    existing = await turn.tx.tips.get(state.tip_id) if state.tip_id else None
+    if existing is not None and existing.urgent:
         return  # already alerted (BACK, then Yes again)
-    state["answers"]["danger"] = "yes"
-    tip = await _tip_for(turn.tx, state, turn.msg.sender, turn.now)
+    state.answers.danger = "yes"
+    if existing is None:
+        opened = await turn.tx.tips.urgent_since(turn.msg.sender, turn.now - URGENT_WINDOW)
+        state.urgent_repeated = opened >= turn.config.urgent_alerts_per_hour
+    tip = existing or await _tip_for(turn.tx, state, turn.msg.sender, turn.now)
     _apply_answers(tip, state, turn.now)
-    tip.urgent = True
     await turn.tx.tips.save(tip)
-    state["tip_id"] = tip.id
-    turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.URGENT, turn.config.alert_sinks, turn.now)
+    state.tip_id = tip.id
+    if not state.urgent_repeated:
+        turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.URGENT, turn.config.alert_sinks, turn.now)
 
 
-async def submit(turn: Turn, state: dict[str, Any]) -> None:
-    """File the report; the receipt is shown only because this commits before any reply is sent."""
+async def update_case(turn: Turn, state: Report) -> None:
+    """An answer to a report that already has a case (an urgent one): written to the case at once,
+    and officers get an update (or a correction when danger was taken back), not at Send."""
+    if not state.tip_id:
+        return
+    tip = await turn.tx.tips.get(state.tip_id)
+    if tip is None or tip.status is not TipStatus.IN_PROGRESS:
+        return
+    was_urgent = tip.urgent
+    _apply_answers(tip, state, turn.now)
+    await turn.tx.tips.save(tip)
+    if state.urgent_repeated:
+        return  # filed and flagged; officers hear of it with the report
+    event = AlertEvent.CLEARED if was_urgent and not tip.urgent else AlertEvent.UPDATE
+    turn.alerts_queued += await enqueue_alert(turn.tx, tip, event, turn.config.alert_sinks, turn.now)
+
+
+async def submit(turn: Turn, state: Report) -> Sent:
+    """File the report; the receipt is shown only because this commits before any reply is sent.
+    Returns the short after-receipt state (small talk is not a new report)."""
     tip = await _tip_for(turn.tx, state, turn.msg.sender, turn.now)
     _apply_answers(tip, state, turn.now)
     tip.status = TipStatus.OPEN if tip.status is TipStatus.IN_PROGRESS else tip.status
     tip.complete = True
-    tip.contact_ok = tip.answers.get("contact") == "yes"
+    tip.contact_ok = state.answers.contact == "yes"
     # The reply address is kept only with consent, and only the one this person is writing from.
     tip.contact_address = turn.msg.reply_address if tip.contact_ok else None
     digits = random_digits(RECEIPT_DIGITS)
@@ -96,33 +115,53 @@ async def submit(turn: Turn, state: dict[str, Any]) -> None:
     await turn.tx.drafts.delete(turn.msg.sender)
     turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.NEW, turn.config.alert_sinks, turn.now)
     turn.say(tip.language, "submitted.receipt", purpose=Purpose.RECEIPT, receipt=format_receipt(digits))
+    return Sent(tip_id=tip.id, language=tip.language, channel=state.channel)
 
 
-async def erase(turn: Turn, state: dict[str, Any]) -> None:
+async def erase(turn: Turn, state: Report) -> None:
     """EXIT / Cancel: the draft goes. If an urgent alert already created a case, its content is
     erased too and officers are told the person stopped (they may already be acting on it)."""
     await turn.tx.drafts.delete(turn.msg.sender)
-    tip_id = state.get("tip_id")
-    tip = await turn.tx.tips.get(tip_id) if tip_id else None
+    tip = await turn.tx.tips.get(state.tip_id) if state.tip_id else None
     if tip is not None and tip.status is TipStatus.IN_PROGRESS:
-        tip.answers = {"danger": "yes"}
+        tip.answers = {"danger": "yes", **({REPEATED_FLAG: True} if state.urgent_repeated else {})}
         tip.status = TipStatus.WITHDRAWN
         tip.updated_at = turn.now
         await turn.tx.tips.save(tip)
         turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.WITHDRAWN, turn.config.alert_sinks, turn.now)
 
 
-async def expire(tx: Repositories, sender: str, state: dict[str, Any], sinks: tuple[str, ...], now: float) -> int:
-    """A draft left alone past its timeout: substance is filed as an incomplete tip (no receipt,
-    no contact address: the person never confirmed), anything else is erased. Nobody is texted.
-    Returns the number of alerts queued."""
+async def expire(tx: Repositories, sender: str, state: ConversationState, sinks: tuple[str, ...], now: float) -> int:
+    """A draft left alone past its timeout. Nobody is texted (a phone may have changed hands).
+
+    * a report with substance is filed as an incomplete tip (no receipt, no contact address: the
+      person never confirmed); one without substance is erased;
+    * an ADD left without DONE is filed as an addition to its case: those lines were meant for it;
+    * an answer window or the after-receipt state just ends (everything reached the case already).
+
+    Returns how many alerts (or additions) were queued."""
     await tx.drafts.delete(sender)
-    if state.get("mode") == "add" or not has_substance(state):
-        return 0
+    if isinstance(state, Addition):
+        return await file_addition(tx, state.tip_id, state.lines, sinks, now)
+    if not isinstance(state, Report) or not state.has_substance():
+        return 0  # an answer window's answers and a receipt's case are already filed
     tip = await _tip_for(tx, state, sender, now)
     _apply_answers(tip, state, now)
-    tip.status = TipStatus.OPEN
+    tip.status = TipStatus.OPEN if tip.status is TipStatus.IN_PROGRESS else tip.status
     tip.complete = False
     tip.contact_ok = False
     await tx.tips.save(tip)
     return await enqueue_alert(tx, tip, AlertEvent.INCOMPLETE, sinks, now)
+
+
+async def file_addition(tx: Repositories, tip_id: str, lines: list[str], sinks: tuple[str, ...], now: float) -> int:
+    """Lines added to a case (ADD, or an ADD left unfinished), with one alert. Nothing is added to
+    a case that is gone or closed. Returns the number of lines added."""
+    tip = await tx.tips.get(tip_id)
+    if tip is None or not lines or tip.status in (TipStatus.CLOSED, TipStatus.WITHDRAWN):
+        return 0
+    added = [Followup(uuid.uuid4().hex, tip.id, "tipster", line, now) for line in lines]
+    for followup in added:
+        await tx.followups.add(followup)
+    await enqueue_alert(tx, tip, AlertEvent.ADDITION, sinks, now, followup_ids=[f.id for f in added])
+    return len(added)

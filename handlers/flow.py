@@ -50,6 +50,8 @@ class Step:
     summary_key: str | None = None  # label in the review summary; None = not summarised
     # True for steps that are not part of the report itself (language, review…): BACK skips them.
     meta: bool = False
+    # Asked straight after someone says there is danger now: officers need it first.
+    urgent_first: bool = False
 
     def option_for(self, value: str) -> Option | None:
         return next((o for o in self.options if o.value == value), None)
@@ -105,7 +107,7 @@ STEPS: tuple[Step, ...] = (
         options=_opts(("1", "yes", "answer.yes"), ("2", "no", "answer.no"), ("3", "unknown", "answer.dont_know")),
         summary_key="summary.minors",
     ),
-    Step("where", StepKind.TEXT, "where.question", next="when", skippable=True, summary_key="summary.where"),
+    Step("where", StepKind.TEXT, "where.question", next="when", skippable=True, summary_key="summary.where", urgent_first=True),
     Step(
         "when",
         StepKind.CHOICE,

@@ -1,18 +1,21 @@
 """ADD / AJOUT and CHECK / SUIVI with a receipt: adding to a sent tip and reading officers' replies.
 
-A receipt works from any channel: it is looked up by its keyed hash, never by who sends it. Failed
-look-ups are counted per sender; past the limit the sender waits an hour, which with 10^12 codes
-makes guessing hopeless.
+A receipt works from any channel, at any point of a conversation: it is looked up by its keyed
+hash, never by who sends it. Failed look-ups are counted per sender (past the limit the sender waits
+an hour) and for all senders together (past the global ceiling every look-up pauses for an hour and
+officers are told), which with 10^12 codes makes guessing hopeless.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from bot.messages import Purpose
-from handlers.alerts import AlertEvent, enqueue_alert
-from handlers.filing import receipt_digits
+from handlers.alerts import AlertEvent, Notice, enqueue_alert, enqueue_notice
+from handlers.filing import file_addition, format_receipt, receipt_digits
+from handlers import intake
+from handlers.intake import pieces
+from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent
 from handlers.turn import Turn
 from handlers.words import Word, clean
 from storage.records import Followup, Tip, TipStatus
@@ -20,6 +23,7 @@ from storage.records import Followup, Tip, TipStatus
 LOCKOUT_WINDOW = 3600.0
 _EXAMPLE_CODE = "123-456-789-012"
 _CLOSED = (TipStatus.CLOSED, TipStatus.WITHDRAWN)
+CHECK_SHOWS_REPLIES = 5  # the latest officer replies shown on every CHECK (not only unread ones)
 
 
 async def _find(turn: Turn, language: str, word_typed: str, rest: str) -> tuple[Tip | None, str]:
@@ -27,6 +31,14 @@ async def _find(turn: Turn, language: str, word_typed: str, rest: str) -> tuple[
     sender = turn.msg.sender
     failures = await turn.tx.receipt_attempts.failures_since(sender, turn.now - LOCKOUT_WINDOW)
     if failures >= turn.config.receipt_failures_allowed:
+        turn.say(language, "receipt.locked")
+        return None, ""
+    # Global ceiling (all senders): the failure that reaches it pauses every look-up for an hour.
+    # Nothing is recorded while paused, so that failure stays the last one until the pause ends.
+    ceiling = turn.config.receipt_failures_global_per_hour
+    attempts = turn.tx.receipt_attempts
+    last = await attempts.last_failure_at()
+    if last is not None and turn.now < last + LOCKOUT_WINDOW and await attempts.failures_total_since(last - LOCKOUT_WINDOW) >= ceiling:
         turn.say(language, "receipt.locked")
         return None, ""
     code, remainder = _split_code(rest)
@@ -37,7 +49,16 @@ async def _find(turn: Turn, language: str, word_typed: str, rest: str) -> tuple[
     if tip is None:
         await turn.tx.receipt_attempts.record_failure(sender, turn.now)
         turn.say(language, "receipt.unknown")
+        if await attempts.failures_total_since(turn.now - LOCKOUT_WINDOW) >= ceiling:
+            # This failure tripped the ceiling: one notice to officers for the whole pause.
+            turn.alerts_queued += await enqueue_notice(turn.tx, Notice.RECEIPT_GUESSING, turn.config.alert_sinks, turn.now)
     return tip, remainder
+
+
+def starts_with_code(rest: str) -> bool:
+    """Does the text after ADD/CHECK begin with a whole receipt? (Mid-conversation, "add" alone is
+    just a word someone typed.)"""
+    return _split_code(rest)[0] is not None
 
 
 def _split_code(rest: str) -> tuple[str | None, str]:
@@ -55,29 +76,38 @@ def _split_code(rest: str) -> tuple[str | None, str]:
     return code, rest[consumed:].strip(" \t\n-:,.") if code else ""
 
 
-async def command(turn: Turn, word: Word, language: str, rest: str) -> dict[str, Any] | None:
-    """Handle ADD/CHECK outside a draft; returns a draft state when ADD waits for more text."""
+async def command(turn: Turn, word: Word, language: str, rest: str, current: ConversationState | None = None) -> ConversationState | None:
+    """ADD/CHECK with a receipt, at any point of a conversation. A report or an ADD in progress is
+    kept as it is; CHECK that shows replies opens a short answer window (outside a report)."""
+    in_progress = current if isinstance(current, (Report, Addition)) else None
     word_typed = clean(turn.msg.text).split(maxsplit=1)[0]
     tip, remainder = await _find(turn, language, word_typed, rest)
     if tip is None:
-        return None
+        return current
+    code = format_receipt(_split_code(rest)[0] or "")
     if word is Word.CHECK:
-        await _check(turn, tip, language)
-        return None
+        replied = await _check(turn, tip, language, code, window=in_progress is None)
+        if replied and in_progress is None and tip.status not in _CLOSED:
+            return AnswerWindow(tip_id=tip.id, language=language, channel=turn.msg.channel)
+        return current
     if tip.status in _CLOSED:
         turn.say(language, "add.closed")
-        return None
+        return current
     if remainder:
-        await _add(turn, tip, [remainder])
+        await _add(turn, tip.id, pieces(remainder, turn.config.max_text_chars))
         turn.say(language, "add.sent")
-        return None
+        return current
+    if isinstance(in_progress, Report):
+        # One draft per person: the report being written is not put aside for an ADD.
+        turn.say(language, "add.inline", example=f"{word_typed.upper()} {code}")
+        return current
     turn.say(language, "add.question", purpose=Purpose.PROMPT)
-    return {"v": 1, "mode": "add", "tip_id": tip.id, "lines": [], "language": language, "channel": turn.msg.channel}
+    return Addition(tip_id=tip.id, language=language, channel=turn.msg.channel)
 
 
-async def continue_add(turn: Turn, state: dict[str, Any], word: Word | None) -> dict[str, Any] | None:
+async def continue_add(turn: Turn, state: Addition, word: Word | None) -> Addition | None:
     """A message while ADD collects text: DONE sends, EXIT erases, anything else is added."""
-    language = state["language"]
+    language = state.language
     if word is Word.EXIT:
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
@@ -85,40 +115,92 @@ async def continue_add(turn: Turn, state: dict[str, Any], word: Word | None) -> 
         turn.say(language, "add.question")
         return state
     if word is Word.DONE:
-        tip = await turn.tx.tips.get(state["tip_id"])
-        if tip is None or not state["lines"]:
-            turn.say(language, "add.nothing")
-        else:
-            await _add(turn, tip, state["lines"])
+        if await _add(turn, state.tip_id, state.lines):
             turn.say(language, "add.sent")
+        else:
+            turn.say(language, "add.nothing")
         return None
-    text = clean(turn.msg.text)[: turn.config.max_text_chars]
+    text = clean(turn.msg.text)
+    room = turn.config.max_details_messages - len(state.lines)
     if not text:
         turn.say(language, "add.question")
-    elif len(state["lines"]) >= turn.config.max_details_messages:
+    elif room <= 0:
         turn.say(language, "details.full")
     else:
-        state["lines"].append(text)
-        turn.say(language, "add.more")
+        kept = pieces(text, turn.config.max_text_chars)
+        state.lines = [*state.lines, *kept[:room]]
+        turn.say(language, "details.full" if len(kept) > room else "add.more")
     return state
 
 
-async def _add(turn: Turn, tip: Tip, lines: list[str]) -> None:
-    added = [Followup(uuid.uuid4().hex, tip.id, "tipster", line, turn.now) for line in lines]
-    for followup in added:
-        await turn.tx.followups.add(followup)
-    turn.alerts_queued += await enqueue_alert(
-        turn.tx, tip, AlertEvent.ADDITION, turn.config.alert_sinks, turn.now, followup_ids=[f.id for f in added]
-    )
+async def _add(turn: Turn, tip_id: str, lines: list[str]) -> bool:
+    """Whether anything was added (nothing is added to a case that is gone or closed)."""
+    added = await file_addition(turn.tx, tip_id, lines, turn.config.alert_sinks, turn.now)
+    turn.alerts_queued += added
+    return added > 0
 
 
-async def _check(turn: Turn, tip: Tip, language: str) -> None:
+async def _check(turn: Turn, tip: Tip, language: str, code: str, *, window: bool) -> bool:
+    """The case's status and every officer reply so far (the latest ones), then how to answer.
+    Returns whether there was any reply."""
     status_key = {TipStatus.ACKNOWLEDGED: "status.acknowledged", TipStatus.CLOSED: "status.closed"}.get(tip.status, "status.open")
     turn.say(language, "check.status", status=turn.text(language, status_key))
-    unread = [f for f in await turn.tx.followups.for_tip(tip.id) if f.author == "officer" and f.read_at is None]
-    for reply in unread:
+    replies = [f for f in await turn.tx.followups.for_tip(tip.id) if f.author == "officer"]
+    for reply in replies[-CHECK_SHOWS_REPLIES:]:
         turn.say(language, "check.reply", text=reply.text)
-    if unread:
-        await turn.tx.followups.mark_read([f.id for f in unread], turn.now)
-    else:
+    if not replies:
         turn.say(language, "check.none")
+        return False
+    await turn.tx.followups.mark_read([f.id for f in replies if f.read_at is None], turn.now)
+    if tip.status not in _CLOSED:
+        minutes = round(turn.config.answer_window_seconds / 60)
+        if window:
+            turn.say(language, "check.answer_here", receipt=code, minutes=minutes)
+        else:
+            turn.say(language, "check.answer_add", receipt=code)
+    return True
+
+
+async def answer(turn: Turn, state: AnswerWindow, word: Word | None) -> ConversationState | None:
+    """A message inside an answer window: it answers the officer (attached to the case at once,
+    officers told). EXIT erases what was written in the window; HELP says how it works."""
+    language = state.language
+    if word is Word.EXIT:
+        await turn.tx.followups.delete(state.answer_ids)
+        turn.say(language, "erased", purpose=Purpose.ERASED)
+        return None
+    if word is Word.HELP:
+        turn.say(language, "answer.help", minutes=round(turn.config.answer_window_seconds / 60))
+        return state
+    text = clean(turn.msg.text)
+    if not text:
+        turn.say(language, "unsupported")
+        return state
+    tip = await turn.tx.tips.get(state.tip_id)
+    if tip is None:
+        return None
+    added = [Followup(uuid.uuid4().hex, tip.id, "tipster", line, turn.now) for line in pieces(text, turn.config.max_text_chars)]
+    for followup in added:
+        await turn.tx.followups.add(followup)
+    state.answer_ids = [*state.answer_ids, *(f.id for f in added)]
+    turn.alerts_queued += await enqueue_alert(
+        turn.tx, tip, AlertEvent.ANSWER, turn.config.alert_sinks, turn.now, followup_ids=[f.id for f in added]
+    )
+    turn.say(language, "tipster.answer_sent")
+    return state
+
+
+async def after_receipt(turn: Turn, state: Sent, word: tuple[Word, str | None] | None) -> ConversationState | None:
+    """Just after a receipt: "thanks" or "ok" is small talk (the report is already sent, ADD adds
+    to it); anything else opens a new report as usual."""
+    language = state.language
+    if word and word[0] is Word.EXIT:
+        turn.say(language, "erased", purpose=Purpose.ERASED)
+        return None
+    if word and word[0] is Word.HELP:
+        turn.say(language, "help.idle")
+        return state
+    if turn.vocabulary.answer(clean(turn.msg.text), ("words.thanks",), language) is not None:
+        turn.say(language, "sent.already")
+        return state
+    return await intake.start(turn, word)

@@ -1,33 +1,21 @@
 """The tip intake conversation: interprets the flow in ``handlers.flow`` for one message.
 
-The draft's state is a small JSON document (encrypted by storage):
-``step`` the current step id, ``language``, ``answers`` per step, ``history`` of answered steps
-for BACK, ``returning`` when a change from review should go back to review, ``resume_step`` when
-LANG interrupted a step, and ``tip_id`` once an urgent alert created the case.
+The conversation's state is a :class:`handlers.state.Report`; every function here takes it and
+changes it in place (the engine saves it, or deletes the draft when a function returns None).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from bot.messages import Choice, InboundKind, Purpose
 from handlers import filing
 from handlers.alerts import answer_label
-from handlers.flow import BY_ID, FIRST_STEP, QUESTION_AFTER_LANGUAGE, REPORT_STEPS, SKIP_VALUE, Effect, Step, StepKind
+from handlers.flow import BY_ID, FIRST_STEP, QUESTION_AFTER_LANGUAGE, REPORT_STEPS, SKIP_VALUE, Effect, Option, Step, StepKind
+from handlers.state import ConversationState, Report
 from handlers.turn import Turn
 from handlers.words import Word, choice_value, clean, fold, guess_language, has_substance
-from storage.records import Draft
 
-State = dict[str, Any]
 SUPPORTED_LANGUAGES = ("en", "fr")
-
-
-def new_state(channel: str, now: float) -> State:
-    return {"v": 1, "step": FIRST_STEP, "language": None, "answers": {}, "history": [], "channel": channel, "started_at": now}
-
-
-def language_of(state: State) -> str:
-    return state.get("language") or "en"
+SUMMARY_PREVIEW_CHARS = 40  # free text quoted back in the review: a short preview, never all of it
 
 
 def hinted_language(hint: str | None) -> str | None:
@@ -37,52 +25,59 @@ def hinted_language(hint: str | None) -> str | None:
     return code if code in SUPPORTED_LANGUAGES else None
 
 
+def pieces(text: str, size: int) -> list[str]:
+    """A long message kept whole, as pieces of at most ``size`` characters (never cut silently)."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
 # --- starting -----------------------------------------------------------------------------------
 
 
-async def start(turn: Turn, word: tuple[Word, str | None] | None) -> State | None:
-    """A message from someone with no draft: open a conversation (returns its state)."""
+async def start(turn: Turn, word: tuple[Word, str | None] | None) -> Report:
+    """A message from someone with no draft: open a conversation (returns its state). A Telegram
+    deep-link payload arrives here as the text of a START: it is a first message like any other."""
     msg = turn.msg
     text = clean(msg.text)
-    state = new_state(msg.channel, turn.now)
+    state = Report(channel=msg.channel, started_at=turn.now)
     language = hinted_language(msg.language_hint) or (word[1] if word else None) or guess_language(text)
     if text and has_substance(text) and not word:
-        state["answers"]["details"] = [text[: turn.config.max_text_chars]]
+        state.answers.add_details(pieces(text, turn.config.max_text_chars))
     if msg.has_media:
         turn.say(language or "en", "media.note")
     if language:
-        state["language"] = language
+        state.language = language
         await _enter(turn, state, QUESTION_AFTER_LANGUAGE)
     else:
         _prompt(turn, state)
     return state
 
 
-def resume(turn: Turn, state: State) -> None:
+def resume(turn: Turn, state: Report) -> None:
     """Show where an unfinished draft stands (console start-up)."""
-    turn.say(language_of(state), "resume")
+    turn.say(state.speaking, "resume")
     _prompt(turn, state)
 
 
 # --- answering ----------------------------------------------------------------------------------
 
 
-async def answer(turn: Turn, draft: Draft, word: tuple[Word, str | None] | None) -> State | None:
-    """Apply one message to a draft. Returns the new state, or None when the draft is finished."""
-    state = draft.state
-    step = BY_ID[state["step"]]
-    language = language_of(state)
+async def answer(turn: Turn, state: Report, word: tuple[Word, str | None] | None) -> ConversationState | None:
+    """Apply one message to a report. Returns the state, or None when the draft is finished."""
+    step = BY_ID[state.step]
+    language = state.speaking
     text = clean(turn.msg.text)
 
     if turn.msg.kind is InboundKind.UNSUPPORTED:
         turn.say(language, "unsupported")
         _prompt(turn, state)
         return state
-    if word:
-        return await _global_word(turn, state, step, word[0], word[1])
-    if turn.msg.kind is InboundKind.START and not text:
+    if turn.msg.kind is InboundKind.START:
+        # "/start" again, or a deep link opened mid-conversation: never an answer (a "?start=1"
+        # link at the danger question must not raise an urgent alert).
         _prompt(turn, state)
         return state
+    if word:
+        return await _global_word(turn, state, step, word[0], word[1])
     if turn.msg.has_media and not text:
         turn.say(language, "media.note")
         _prompt(turn, state)
@@ -92,22 +87,22 @@ async def answer(turn: Turn, draft: Draft, word: tuple[Word, str | None] | None)
     return await _answer_step(turn, state, step, text)
 
 
-async def _global_word(turn: Turn, state: State, step: Step, word: Word, word_language: str | None) -> State | None:
-    language = language_of(state)
+async def _global_word(turn: Turn, state: Report, step: Step, word: Word, word_language: str | None) -> ConversationState | None:
+    language = state.speaking
     if word is Word.EXIT:
         await filing.erase(turn, state)
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
     if word is Word.HELP:
-        if state.get("language") is None and word_language:
-            state["language"] = language = word_language
+        if state.language is None and word_language:
+            state.language = language = word_language
         turn.say(language, "help.flow")
         _prompt(turn, state)
         return state
     if word is Word.LANG:
         if step.id != FIRST_STEP:
-            state["resume_step"] = step.id
-        state["step"] = FIRST_STEP
+            state.resume_step = step.id
+        state.step = FIRST_STEP
         _prompt(turn, state)
         return state
     if word is Word.BACK:
@@ -121,26 +116,26 @@ async def _global_word(turn: Turn, state: State, step: Step, word: Word, word_la
     if word is Word.DONE and step.kind is StepKind.MULTI_TEXT:
         return await _advance(turn, state, step)
     # DONE anywhere else is just an unexpected answer.
-    return await _answer_step(turn, state, step, turn.msg.text)
+    return await _answer_step(turn, state, step, clean(turn.msg.text))
 
 
-def _back(turn: Turn, state: State, step: Step) -> State:
-    history: list[str] = state["history"]
+def _back(turn: Turn, state: Report, step: Step) -> Report:
     if step.id == "change":
-        state["step"] = "review"
-    elif step.id == FIRST_STEP and state.get("resume_step"):
-        state["step"] = state.pop("resume_step")
-    elif history:
-        state["step"] = history.pop()
-        state.pop("returning", None)
+        state.step = "review"
+    elif step.id == FIRST_STEP and state.resume_step:
+        state.step, state.resume_step = state.resume_step, None
+    elif state.history:
+        state.step = state.history[-1]
+        state.history = state.history[:-1]
+        state.returning = False
     else:
-        turn.say(language_of(state), "back.first")
+        turn.say(state.speaking, "back.first")
     _prompt(turn, state)
     return state
 
 
-async def _answer_step(turn: Turn, state: State, step: Step, text: str) -> State | None:
-    language = language_of(state)
+async def _answer_step(turn: Turn, state: Report, step: Step, text: str) -> ConversationState | None:
+    language = state.speaking
     if step.kind is StepKind.CHOICE:
         option = step.option_for(choice_value(text) or "") or _option_by_label(turn, step, text)
         if option is None and step.id == FIRST_STEP:
@@ -154,19 +149,22 @@ async def _answer_step(turn: Turn, state: State, step: Step, text: str) -> State
         turn.say(language, "reprompt.text")
         _prompt(turn, state)
         return state
-    text = text[: turn.config.max_text_chars]
+    kept = pieces(text, turn.config.max_text_chars)
     if step.kind is StepKind.MULTI_TEXT:
-        details = state["answers"].setdefault(step.id, [])
-        if len(details) >= turn.config.max_details_messages:
+        room = turn.config.max_details_messages - len(state.answers.details)
+        if room <= 0:
             turn.say(language, "details.full")  # said, not silently dropped
             return state
-        details.append(text)
-        turn.say(language, "details.more")
+        state.answers.add_details(kept[:room])
+        await filing.update_case(turn, state)
+        turn.say(language, "details.full" if len(kept) > room else "details.more")
         return state
-    return await _record(turn, state, step, text)
+    if len(kept) > 1:
+        state.answers.add_details(kept[1:])  # the rest of a very long answer is kept as details
+    return await _record(turn, state, step, kept[0])
 
 
-def _option_by_label(turn: Turn, step: Step, text: str):
+def _option_by_label(turn: Turn, step: Step, text: str) -> Option | None:
     """Typed words work too: "yes", "oui", "Témoin"."""
     wanted = fold(text)
     if not wanted:
@@ -177,7 +175,7 @@ def _option_by_label(turn: Turn, step: Step, text: str):
     return None
 
 
-async def _language_from_text(turn: Turn, state: State, text: str) -> State:
+async def _language_from_text(turn: Turn, state: Report, text: str) -> Report:
     """At the language prompt, plain words in a clear language choose it (and are kept if substantial)."""
     language = guess_language(text)
     if language is None:
@@ -185,38 +183,36 @@ async def _language_from_text(turn: Turn, state: State, text: str) -> State:
         _prompt(turn, state)
         return state
     if has_substance(text):
-        state["answers"].setdefault("details", []).append(text[: turn.config.max_text_chars])
-    state["language"] = language
+        state.answers.add_details(pieces(text, turn.config.max_text_chars))
+    state.language = language
     await _enter(turn, state, QUESTION_AFTER_LANGUAGE)
     return state
 
 
-async def _choose(turn: Turn, state: State, step: Step, option) -> State | None:
-    language = language_of(state)
+async def _choose(turn: Turn, state: Report, step: Step, option: Option) -> ConversationState | None:
+    language = state.speaking
     if option.effect is Effect.SET_LANGUAGE:
-        state["language"] = option.answer
-        resume_step = state.pop("resume_step", None)
-        if resume_step:
-            state["step"] = resume_step
+        state.language = option.answer
+        if state.resume_step:
+            state.step, state.resume_step = state.resume_step, None
             turn.say(option.answer, "language.changed")
             _prompt(turn, state)
             return state
         await _enter(turn, state, step.next)
         return state
     if option.effect is Effect.SUBMIT:
-        await filing.submit(turn, state)
-        return None
+        return await filing.submit(turn, state)
     if option.effect is Effect.CANCEL:
         await filing.erase(turn, state)
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
     if option.effect is Effect.CHANGE:
-        state["step"] = "change"
+        state.step = "change"
         _prompt(turn, state)
         return state
     if option.goto:
-        state["returning"] = True
-        state["step"] = option.goto
+        state.returning = True
+        state.step = option.goto
         _prompt(turn, state)
         return state
     if option.effect is Effect.MARK_URGENT:
@@ -225,43 +221,56 @@ async def _choose(turn: Turn, state: State, step: Step, option) -> State | None:
     if option.effect is Effect.SUPPORT_LINE:
         line = turn.config.support_line or turn.text(language, "support.default")
         turn.say(language, "role.support", support_line=line)
-    return await _record(turn, state, step, option.answer)
+    return await _record(turn, state, step, option.answer, written=option.effect is Effect.MARK_URGENT)
 
 
-async def _record(turn: Turn, state: State, step: Step, answer: object) -> State:
-    state["answers"][step.id] = answer
+async def _record(turn: Turn, state: Report, step: Step, answer: str | None, *, written: bool = False) -> Report:
+    """Keep an answer and move on. ``written``: the case already holds it (the urgent alert)."""
+    if step.kind is not StepKind.MULTI_TEXT:
+        state.answers.set(step.id, answer)
+    if not written and not step.meta:
+        await filing.update_case(turn, state)
     return await _advance(turn, state, step)
 
 
-async def _advance(turn: Turn, state: State, step: Step) -> State:
+async def _advance(turn: Turn, state: Report, step: Step) -> Report:
     if not step.meta:
-        history: list[str] = state["history"]
-        if step.id in history:
-            history.remove(step.id)
-        history.append(step.id)
-    target = "review" if state.pop("returning", False) else step.next
-    await _enter(turn, state, target)
+        state.history = [*(s for s in state.history if s != step.id), step.id]
+    await _enter(turn, state, _following(state, step))
     return state
 
 
-async def _enter(turn: Turn, state: State, step_id: str | None) -> None:
+def _following(state: Report, step: Step) -> str | None:
+    """Where the conversation goes after an answer: back to the review after a change; after a
+    notice or a meta step, its ``next``; otherwise the first report question not yet answered, in
+    the flow's order, except that an urgent report asks the ``urgent_first`` questions first."""
+    if state.returning:
+        state.returning = False
+        return "review"
+    if step.meta:
+        return step.next
+    pending = [s for s in REPORT_STEPS if s.id not in state.history]
+    if state.answers.danger == "yes":
+        pending.sort(key=lambda s: not s.urgent_first)
+    return pending[0].id if pending else BY_ID[REPORT_STEPS[-1].id].next
+
+
+async def _enter(turn: Turn, state: Report, step_id: str | None) -> None:
     """Move to a step, showing notices on the way, then the step's prompt."""
-    while step_id is not None:
-        step = BY_ID[step_id]
-        state["step"] = step_id
-        if step.kind is not StepKind.NOTICE:
-            break
-        turn.say(language_of(state), step.question_key)
-        step_id = step.next
-    _prompt(turn, state)
+    while step_id is not None and BY_ID[step_id].kind is StepKind.NOTICE:
+        turn.say(state.speaking, BY_ID[step_id].question_key)
+        step_id = BY_ID[step_id].next
+    if step_id is not None:
+        state.step = step_id
+        _prompt(turn, state)
 
 
 # --- prompts ------------------------------------------------------------------------------------
 
 
-def _prompt(turn: Turn, state: State) -> None:
-    step = BY_ID[state["step"]]
-    language = language_of(state)
+def _prompt(turn: Turn, state: Report) -> None:
+    step = BY_ID[state.step]
+    language = state.speaking
     if step.id == "review":
         question = turn.text(language, step.question_key, summary=summary(turn, state))
     else:
@@ -270,20 +279,24 @@ def _prompt(turn: Turn, state: State) -> None:
     if step.skippable and step.kind is StepKind.CHOICE:
         choices += (Choice(SKIP_VALUE, turn.text(language, "choice.skip")),)
     lines = [question, *(f"{c.value} {c.label}" for c in choices)]
-    if step.kind is StepKind.MULTI_TEXT and state["answers"].get(step.id):
+    if step.kind is StepKind.MULTI_TEXT and state.answers.details:
         lines.append(turn.text(language, "details.kept"))
     turn.say_text(language, step.question_key, "\n".join(lines), choices)
 
 
-def summary(turn: Turn, state: State) -> str:
-    language = language_of(state)
-    answers = state["answers"]
+def preview(text: str, limit: int = SUMMARY_PREVIEW_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def summary(turn: Turn, state: Report) -> str:
+    language = state.speaking
     lines = []
     for step in REPORT_STEPS:
-        value = answers.get(step.id)
+        value = state.answers.get(step.id)
         if step.kind is StepKind.MULTI_TEXT and value:
-            preview = value[0] if len(value[0]) <= 40 else value[0][:39] + "…"
-            shown = turn.text(language, "summary.details_count", count=len(value), preview=preview)
+            shown = turn.text(language, "summary.details_count", count=len(value), preview=preview(value[0]))
+        elif step.kind is StepKind.TEXT and isinstance(value, str):
+            shown = preview(value)
         else:
             shown = answer_label(turn.catalogues, language, step.id, value)
         lines.append(f"{turn.text(language, step.summary_key)}: {shown}")

@@ -19,12 +19,9 @@ from datetime import datetime, timezone
 
 from bot.messages import Purpose
 from handlers.alerts import AlertEvent, answer_label, enqueue_alert, tip_flags
-from handlers.flow import FIRST_STEP, REPORT_STEPS
+from handlers.flow import REPORT_STEPS
 from handlers.turn import Turn
-from handlers.words import Word, clean, global_word
-from storage.records import OPEN_STATUSES, Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
-
-ANSWER_WINDOW_SECONDS = 48 * 3600  # how long a tipster's next messages count as an answer
+from storage.records import OPEN_STATUSES, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
 
 
 def parse_command(text: str) -> tuple[str, str, str] | None:
@@ -135,7 +132,6 @@ async def _reply(turn: Turn, language: str, tip: Tip, rest: str) -> None:
             )
         )  # fmt: skip
         turn.alerts_queued += 1
-        await open_answer_window(turn, tip)
         _say(turn, language, "officer.reply.sent", case=tip.case_number)
     else:
         _say(turn, language, "officer.reply.waiting", case=tip.case_number)
@@ -152,38 +148,6 @@ async def _close(turn: Turn, language: str, tip: Tip, rest: str) -> None:
 
 
 _ACTIONS = {"show": _show, "ack": _ack, "reply": _reply, "close": _close}
-
-
-async def open_answer_window(turn: Turn, tip: Tip) -> None:
-    """After an officer reply goes to the tipster, their next messages answer it (not a new tip)."""
-    state = {"v": 1, "mode": "answer", "tip_id": tip.id, "language": tip.language, "channel": tip.channel}
-    existing = await turn.tx.drafts.get(tip.sender)
-    # Never overwrite a report being written; an untouched opening prompt holds nothing to lose.
-    untouched = existing is not None and existing.state.get("step") == FIRST_STEP and not existing.state.get("answers")
-    if existing is None or untouched or existing.state.get("mode") == "answer":
-        await turn.tx.drafts.save(Draft(tip.sender, state, turn.now, turn.now + ANSWER_WINDOW_SECONDS))
-
-
-async def tipster_answer(turn: Turn, state: dict) -> dict | None:
-    """A message from a tipster inside an answer window: attach it to the case, tell officers.
-    The caller has checked that the case is still open."""
-    language = state["language"]
-    text = clean(turn.msg.text)
-    word = global_word(text)
-    if word and word[0] is Word.EXIT:
-        turn.say(language, "erased", purpose=Purpose.ERASED)
-        return None
-    tip = await turn.tx.tips.get(state["tip_id"])
-    if not text:
-        turn.say(language, "unsupported")
-        return state
-    followup = Followup(uuid.uuid4().hex, tip.id, "tipster", text[: turn.config.max_text_chars], turn.now)
-    await turn.tx.followups.add(followup)
-    turn.alerts_queued += await enqueue_alert(
-        turn.tx, tip, AlertEvent.ANSWER, turn.config.alert_sinks, turn.now, followup_ids=[followup.id]
-    )
-    turn.say(language, "tipster.answer_sent")
-    return state
 
 
 def _when(timestamp: float) -> str:

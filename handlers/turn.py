@@ -16,10 +16,16 @@ class ConversationConfig:
     draft_timeout_seconds: float = 30 * 60
     support_line: str | None = None  # None: the catalogue's default hotline
     alert_sinks: tuple[str, ...] = ("console",)
-    max_text_chars: int = 2000  # one answer or one details message
+    # One answer or one details entry: a channel's own maximum (Telegram and WhatsApp allow 4,096);
+    # a longer message is kept as several entries, never cut.
+    max_text_chars: int = 4096
     max_details_messages: int = 50
     receipt_failures_allowed: int = 5  # per sender per hour, then a lock-out
     officer_language: str = "en"
+    answer_window_seconds: float = 30 * 60  # after CHECK showed an officer's reply, messages answer it
+    after_receipt_seconds: float = 15 * 60  # after a receipt, "thanks" is small talk, not a new report
+    urgent_alerts_per_hour: int = 3  # per sender; later urgent cases are filed, flagged, not alerted at once
+    receipt_failures_global_per_hour: int = 200  # all senders together, then look-ups pause
 
 
 @dataclass

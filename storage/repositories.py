@@ -62,6 +62,25 @@ class SqliteDraftRepository(_Repository):
     async def count(self) -> int:
         return int((await self._one("SELECT count(*) FROM drafts"))[0])
 
+    async def set_aside(self, sender: str, at: float) -> None:
+        # Moved as stored: the ciphertext stays bound to ("drafts", "state", sender), unread.
+        await self._conn.execute(
+            "INSERT INTO drafts_aside (sender, state, updated_at, set_aside_at) SELECT sender, state, updated_at, ? FROM drafts WHERE sender = ?",
+            (at, sender),
+        )
+        await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (sender,))
+
+    async def erase(self, sender: str) -> None:
+        await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (sender,))
+        await self._conn.execute("DELETE FROM drafts_aside WHERE sender = ?", (sender,))
+
+    async def set_aside_count(self) -> int:
+        return int((await self._one("SELECT count(*) FROM drafts_aside"))[0])
+
+    async def purge_set_aside_before(self, at: float) -> int:
+        cursor = await self._conn.execute("DELETE FROM drafts_aside WHERE set_aside_at < ?", (at,))
+        return cursor.rowcount
+
 
 _TIP_COLUMNS = (
     "id, case_number, status, sender, channel, language, urgent, minor, complete, contact_ok, receipt_hash, "
@@ -99,6 +118,11 @@ class SqliteTipRepository(_Repository):
     async def by_case(self, case_number: str) -> Tip | None:
         row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE case_number = ?", (case_number.strip().upper(),))
         return self._tip(row) if row else None
+
+    async def urgent_since(self, sender: str, since: float) -> int:
+        """Urgent cases this sender opened since then (withdrawn ones too: that is the point)."""
+        row = await self._one("SELECT count(*) FROM tips WHERE sender = ? AND urgent = 1 AND created_at >= ?", (sender, since))
+        return int(row[0])
 
     async def by_receipt_hash(self, receipt_hash: str) -> Tip | None:
         row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE receipt_hash = ?", (receipt_hash,))
@@ -166,6 +190,9 @@ class SqliteFollowupRepository(_Repository):
 
     async def delete_for_tip(self, tip_id: str) -> None:
         await self._conn.execute("DELETE FROM followups WHERE tip_id = ?", (tip_id,))
+
+    async def delete(self, ids: list[str]) -> None:
+        await self._conn.executemany("DELETE FROM followups WHERE id = ?", [(i,) for i in ids])
 
 
 class SqliteProcessedRepository(_Repository):
@@ -296,6 +323,15 @@ class SqliteReceiptAttemptRepository(_Repository):
 
     async def failures_since(self, sender: str, since: float) -> int:
         return int((await self._one("SELECT count(*) FROM receipt_failures WHERE sender = ? AND at >= ?", (sender, since)))[0])
+
+    async def failures_total_since(self, since: float) -> int:
+        # No index on ``at`` alone: the table holds at most a day of failures, which the global
+        # ceiling keeps to a few thousand rows, so a scan stays cheap.
+        return int((await self._one("SELECT count(*) FROM receipt_failures WHERE at >= ?", (since,)))[0])
+
+    async def last_failure_at(self) -> float | None:
+        row = await self._one("SELECT max(at) FROM receipt_failures")
+        return None if row is None or row[0] is None else float(row[0])
 
 
 class SqliteMessageRefRepository(_Repository):

@@ -108,6 +108,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     CREATE TABLE message_refs (sender TEXT PRIMARY KEY, refs BLOB NOT NULL, updated_at REAL NOT NULL);
     """,
+    # Drafts that could not be read or expired are moved here whole (still sealed as they were),
+    # so one broken draft neither blocks its sender nor the expiry sweeper, and nothing is lost.
+    """
+    CREATE TABLE drafts_aside (
+        id INTEGER PRIMARY KEY,
+        sender TEXT NOT NULL,
+        state BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        set_aside_at REAL NOT NULL
+    );
+    CREATE INDEX drafts_aside_sender ON drafts_aside (sender);
+    """,
 )
 
 # Every encrypted column, as (table, key column, blob column): used by re-encryption on rotation.

@@ -23,7 +23,7 @@ OFFICER_PREFIX = "/"  # in the local console, a line starting with / is an offic
 
 
 class ConsoleSink:
-    """Officer alerts for local use: printed, framed, on standard error."""
+    """Officer alerts (and notices, which name no tip) for local use: printed, framed, on standard error."""
 
     def __init__(self, composer: AlertComposer, stream: TextIO | None = None) -> None:
         self.composer = composer
@@ -35,7 +35,8 @@ class ConsoleSink:
             return
         stream = self.stream or sys.stderr
         body = "\n".join(f"  | {line}" for line in alert.text.splitlines())
-        stream.write(f"\n  +-- OFFICER ALERT ----------------------------\n{body}\n  +---------------------------------------------\n\n")
+        title = "OFFICER ALERT -" if alert.tip is not None else "OFFICER NOTICE "  # a notice is about the service, not a tip
+        stream.write(f"\n  +-- {title}---------------------------\n{body}\n  +---------------------------------------------\n\n")
         stream.flush()
 
 

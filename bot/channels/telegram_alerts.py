@@ -121,7 +121,8 @@ def plan_messages(alerts: list[tuple[OutboxItem, ComposedAlert]], *, merge: bool
                 current = _Message()
                 messages.append(current)
             current.add(body, size)
-            current.cases.add(alert.tip.case_number)
+            if alert.tip is not None:  # a notice names no case (and so never gets case buttons)
+                current.cases.add(alert.tip.case_number)
             current.open_end = index < len(pieces) - 1
             if not current.open_end:
                 current.completes.append(item.id)

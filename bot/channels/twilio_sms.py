@@ -48,7 +48,7 @@ from bot.messages import InboundKind, InboundMessage, OutboundMessage
 from bot.outbox import DeliveryError, Sink
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsError
-from bot.sms_segments import split_for_sms
+from bot.sms_segments import split_for_twilio
 from handlers.alerts import AlertEvent, tip_flags
 from handlers.words import Word, fold, global_word
 from storage.records import OutboxItem, OutboxStatus, Tip
@@ -108,11 +108,33 @@ class TwilioInbound(BaseModel):
         return WHATSAPP if self.from_.startswith(WHATSAPP_PREFIX) else SMS
 
 
+# What XML 1.0 cannot carry at all (C0 controls other than tab, LF and CR; unpaired surrogates;
+# U+FFFE and U+FFFF), plus Unicode's other noncharacters (U+FDD0-U+FDEF and the last two code
+# points of every plane), which XML allows but no phone should be sent.
+_NOT_XML = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
+    + "]"
+)
+
+
+def xml_text(text: str) -> str:
+    """``text`` without the characters that would make TwiML non-well-formed (or that are not
+    text at all); everything else, accents, emoji and right-to-left scripts included, unchanged."""
+    return _NOT_XML.sub("", text)
+
+
 def render_twiml(replies: list[OutboundMessage]) -> str:
-    """One ``<Message>`` per SMS segment, in order; no reply gives an empty ``<Response/>``."""
+    """A bot turn is ONE ``<Message>``: the phone buzzes and previews once, and shows the parts in
+    order (separate SMS can arrive out of order); only a turn longer than Twilio accepts in one
+    message is split, at lines or sentences. No reply gives an empty ``<Response/>``.
+
+    Every reply is passed through :func:`xml_text` first, so the TwiML is always well-formed
+    whatever a reply quotes (a tipster's text, an officer's reply)."""
     response = MessagingResponse()
-    for reply in replies:
-        for part in split_for_sms(reply.text):
+    body = "\n\n".join(text for text in (xml_text(reply.text).strip() for reply in replies) if text)
+    if body:
+        for part in split_for_twilio(body):
             response.message(part)
     return str(response)
 
@@ -163,7 +185,8 @@ def _delivery_error(exc: BaseException) -> DeliveryError:
 
 
 class OfficerSmsSink:
-    """Short officer alerts by SMS. ``target`` is a pseudonym; the number comes from settings."""
+    """Short officer alerts (and service notices) by SMS. ``target`` is a pseudonym; the number
+    comes from settings."""
 
     def __init__(self, rest: Callable[[], TwilioRest], composer: AlertComposer, numbers: dict[str, str]) -> None:
         self.rest = rest
@@ -174,12 +197,13 @@ class OfficerSmsSink:
         number = self.numbers.get(target)
         if number is None:  # the number was removed from the settings since the row was queued
             raise DeliveryError("officer SMS number is no longer configured", permanent=True)
-        if item.payload.get("kind") != "alert":
+        if item.payload.get("kind") not in ("alert", "notice"):
             raise DeliveryError(f"officer SMS cannot carry {item.payload.get('kind')!r} rows", permanent=True)
         alert = await self.composer.compose(item)
         if alert is None:
             return  # the tip was purged: nothing left to tell
-        text = officer_text(self.composer, alert.tip, alert.event)
+        # A notice is about the service (one short sentence, no tip content): sent as composed.
+        text = alert.text if alert.tip is None or alert.event is None else officer_text(self.composer, alert.tip, alert.event)
         rest = self.rest()
         try:
             await rest.send_sms(number, text)

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.i18n import Catalogues
+
 ROOT = Path(__file__).resolve().parents[2]
 RECEIPT = re.compile(r"\d{3}-\d{3}-\d{3}-\d{3}")
+TEXT = Catalogues.load().text
 PLACE = "Motel Zebrafish 4417 Imaginary Road"
 DETAILS = ("Grey van with plate QX7-ZB9 every night", "A man named Zorblatt collects passports")
 ENGLISH = ["1", "2", "2", "2", "2", PLACE, "3", *DETAILS, "DONE", "2", "1"]
@@ -46,9 +49,9 @@ def test_scripted_english_conversation_ends_with_a_receipt_and_an_officer_alert(
     data = tmp_path / "data"
     result = chat(data, ENGLISH)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Tipline. Language / Langue")
-    assert "Is anyone in immediate danger right now?" in result.stdout
-    assert RECEIPT.search(result.stdout.split("Your code:")[1])
+    assert result.stdout.startswith(TEXT("en", "language.question"))
+    assert TEXT("en", "danger.question") in result.stdout
+    assert RECEIPT.search(result.stdout.split(TEXT("en", "submitted.receipt", receipt="{r}").split("{r}")[0])[1])
     assert "OFFICER ALERT" in result.stderr and "New tip, case" in result.stderr
     assert "created a new key ring" in result.stderr  # the first local run says so
     assert (data / "keys.json").stat().st_mode & 0o777 == 0o600
@@ -57,9 +60,9 @@ def test_scripted_english_conversation_ends_with_a_receipt_and_an_officer_alert(
 def test_scripted_french_conversation_gets_french_prompts(tmp_path: Path) -> None:
     result = chat(tmp_path / "data", FRENCH)
     assert result.returncode == 0, result.stderr
-    assert "Quelqu'un est-il en danger immédiat en ce moment?" in result.stdout
-    assert "Vous écrivez en tant que" in result.stdout
-    assert "Votre code :" in result.stdout and "Is anyone" not in result.stdout
+    assert TEXT("fr", "danger.question") in result.stdout
+    assert TEXT("fr", "role.question") in result.stdout
+    assert RECEIPT.search(result.stdout) and TEXT("en", "danger.question") not in result.stdout
 
 
 def test_exit_half_way_leaves_no_draft(tmp_path: Path) -> None:
@@ -75,8 +78,8 @@ def test_a_second_run_resumes_the_unfinished_draft(tmp_path: Path) -> None:
     data = tmp_path / "data"
     chat(data, ["2", "2", "2"])
     result = chat(data, ["2", "2", "Rue Fictive", "3", "détail", "FINI", "2", "1"])
-    assert result.stdout.startswith("Nous reprenons votre signalement inachevé.")
-    assert "Votre code :" in result.stdout
+    assert result.stdout.startswith(TEXT("fr", "resume"))
+    assert RECEIPT.search(result.stdout)
 
 
 def test_database_and_debug_logs_hold_no_typed_text_or_sender(tmp_path: Path) -> None:
@@ -145,9 +148,12 @@ def test_officer_commands_in_chat_and_the_audit_command(tmp_path: Path) -> None:
     script = ["1", "2", "2", "2", "2", PLACE, "3", DETAILS[0], "DONE", "1", "1", "/list"]
     first = chat(data, script)
     case = re.search(r"(\d\d-\d{4}) · open", first.stdout).group(1)
-    result = chat(data, [f"/show {case}", f"/reply {case} Which floor?", "Third floor", f"/close {case} done"])
-    assert "Officers: Which floor?" in result.stdout  # the reply reached the console tipster
-    assert "Thank you, your answer is sent to the officers." in result.stdout
+    code = RECEIPT.search(first.stdout).group(0)
+    result = chat(data, [f"/show {case}", f"/reply {case} Which floor?", f"CHECK {code}", "Third floor", f"/close {case} done"])
+    # The console tipster is told, without the content, that something arrived; CHECK reads it.
+    assert TEXT("en", "tipster.reply_notice") in result.stdout
+    assert TEXT("en", "check.reply", text="Which floor?") in result.stdout
+    assert TEXT("en", "tipster.answer_sent") in result.stdout
     audit = run(["tips", "audit"], data)
     assert audit.returncode == 0 and audit.stdout.rstrip().endswith("audit chain: intact")
     assert [line.split()[-1] for line in audit.stdout.splitlines()[:-1]] == ["view", "reply", "close"]

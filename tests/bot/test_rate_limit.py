@@ -65,3 +65,11 @@ async def test_exit_and_provider_retries_pass_the_flood_limit(engine: Engine, st
     # A person in danger can always erase, however fast they typed.
     assert [r.key for r in await engine.handle(InboundMessage("sms", "flooder", "STOP", provider_id="SM4"))] == ["erased"]
     assert await store.drafts.get("flooder") is None
+
+
+async def test_exit_with_nothing_to_erase_is_not_a_free_pass_around_the_flood_limit(engine: Engine, store: SqliteStore) -> None:
+    """Review F12: 80 × EXIT used to get 80 answers and 80 database rows."""
+    engine.rate_limiter = RateLimiter(burst=5, rate=0.001)
+    answered = [await engine.handle(InboundMessage("sms", "flooder", "EXIT", provider_id=f"SMX{i}")) for i in range(80)]
+    assert sum(bool(r) for r in answered) == 6  # the burst, then one "slow down", then silence
+    assert await store.drafts.get("flooder") is None

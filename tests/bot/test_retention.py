@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from bot.retention import DAY, purge
-from storage.records import Followup, OutboxItem, OutboxStatus, Tip, TipStatus
+from storage.records import Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
 from storage.sqlite import SqliteStore
 
 NOW = 1_900_000_000.0
@@ -33,10 +33,14 @@ async def test_purge_applies_each_rule_and_keeps_the_rest(store: SqliteStore, ma
         await tx.processed.add("sms:new", [], NOW - DAY)
         await tx.message_refs.add("old-chat", ["1"], NOW - 3 * DAY)
         await tx.message_refs.add("new-chat", ["2"], NOW - 3600)
+        for sender, at in (("old-aside", NOW - 30 * DAY), ("new-aside", NOW - DAY)):
+            await tx.drafts.save(Draft(sender, {"v": 2, "mode": "report"}, at, at))
+            await tx.drafts.set_aside(sender, at)
 
     removed = await purge(store, make_settings(), NOW)
 
-    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1}
+    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1, "set-aside drafts": 1}
+    assert await store.drafts.set_aside_count() == 1
     assert await store.tips.get(old_closed.id) is None and await store.followups.for_tip(old_closed.id) == []
     kept = await store.tips.get(recent_closed.id)
     assert kept is not None and kept.contact_address is None and len(await store.followups.for_tip(kept.id)) == 1

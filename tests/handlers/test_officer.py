@@ -30,7 +30,7 @@ async def _file(engine: Engine, script, sender: str, address: str | None = None)
 
 async def test_list_show_ack_reply_close_and_stats(engine: Engine, store: SqliteStore) -> None:
     await _file(engine, ENGLISH_FULL, "tipster-a")
-    await _file(engine, FRENCH_FULL, "tipster-b", address="+15145550111")  # minor involved, replies OK
+    code = await _file(engine, FRENCH_FULL, "tipster-b", address="+15145550111")  # minor involved, replies OK
     [listing] = await officer(engine, "/list")
     assert listing.startswith("Open tips: 2")
     first_line = listing.splitlines()[1]
@@ -44,9 +44,13 @@ async def test_list_show_ack_reply_close_and_stats(engine: Engine, store: Sqlite
     assert "on its way" in sent
     [item] = [i for i in await store.outbox.due(1e12) if i.sink == "tipster:sms"]
     assert item.payload["kind"] == "reply"
-    # The tipster's next message answers the case instead of starting a new report.
+    # The phone gets a content-free notice; the reply is read with the code, and what the tipster
+    # writes next answers the case instead of starting a new report.
     tipster = Talk(engine, sender="tipster-b", channel="sms")
-    await run_transcript(tipster, [("Troisième étage", ["tipster.answer_sent"])])
+    await run_transcript(
+        tipster,
+        [(f"SUIVI {code}", ["check.status", "check.reply", "check.answer_here"]), ("Troisième étage", ["tipster.answer_sent"])],
+    )
     [shown] = await officer(engine, f"/show {case}")
     assert "Officers" in shown and "Which floor is it?" in shown and "Troisième étage" in shown
     [closed] = await officer(engine, f"/close {case} arrest made")
@@ -59,6 +63,7 @@ async def test_list_show_ack_reply_close_and_stats(engine: Engine, store: Sqlite
     assert stats.startswith("Open: 1 (urgent 0, minor 0)") and "Closed: 1" in stats
     actions = [e.action for e in await store.audit.entries()]
     assert actions == ["view", "acknowledge", "reply", "view", "close"]
+    assert [f.author for f in await store.followups.for_tip(tip.id)] == ["officer", "tipster"]
     assert all(e.officer == OFFICER for e in await store.audit.entries())
     assert await store.audit.verify() == []
 
@@ -70,9 +75,11 @@ async def test_reply_without_consent_waits_for_check(engine: Engine, store: Sqli
     assert "waits until they check" in waiting
     assert not [i for i in await store.outbox.due(1e12) if i.sink.startswith("tipster")]
     other_phone = Talk(engine, sender="a-different-phone", channel="telegram")
-    replies = await run_transcript(other_phone, [(f"CHECK {code}", ["check.status", "check.reply"])])
-    assert replies[0][1].text == "Officers: Can you call us?"
-    await run_transcript(other_phone, [(f"CHECK {code}", ["check.status", "check.none"])])  # read once
+    replies = await run_transcript(other_phone, [(f"CHECK {code}", ["check.status", "check.reply", "check.answer_here"])])
+    assert "Can you call us?" in replies[0][1].text and code in replies[0][2].text
+    # Every CHECK shows the replies so far, not only unread ones: a deleted text can be read again.
+    again = await run_transcript(other_phone, [(f"CHECK {code}", ["check.status", "check.reply", "check.answer_here"])])
+    assert "Can you call us?" in again[0][1].text
 
 
 async def test_unknown_case_usage_and_plain_talk(engine: Engine) -> None:

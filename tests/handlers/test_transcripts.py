@@ -8,6 +8,7 @@ import pytest
 
 from bot.engine import Engine
 from bot.messages import Purpose
+from handlers.state import Sent, load_state
 from storage.records import OutboxStatus, TipStatus
 from storage.sqlite import SqliteStore
 from tests.conftest import Clock
@@ -68,7 +69,9 @@ async def test_english_conversation_files_a_tip_with_a_receipt(engine: Engine, s
     }
     assert tip.contact_address is None  # no consent, no address
     assert tip.receipt_hash and RECEIPT.search(receipt_text).group() not in tip.receipt_hash
-    assert await store.drafts.get(talk.sender) is None
+    # What stays is the short after-receipt state: the case id, none of the report.
+    after = load_state((await store.drafts.get(talk.sender)).state)
+    assert isinstance(after, Sent) and after.tip_id == tip.id
     assert (await store.outbox.counts())[OutboxStatus.PENDING] == 1
 
 
@@ -105,39 +108,73 @@ async def test_wrong_receipts_lock_out_after_five_tries(engine: Engine) -> None:
     await run_transcript(talk, [("CHECK 000-000-000-009", ["receipt.locked"])])
 
 
-async def test_urgent_answer_alerts_at_once_and_the_tip_stays_one_case(engine: Engine, store: SqliteStore) -> None:
+async def test_urgent_answer_alerts_at_once_asks_where_next_and_writes_through(engine: Engine, store: SqliteStore) -> None:
     talk = Talk(engine)
     await run_transcript(
         talk,
         [
             (OPEN, ["language.question"]),
             ("1", ["safety.notice", "danger.question"]),
-            ("1", ["danger.urgent", "role.question"]),
+            ("1", ["danger.urgent", "where.question"]),  # officers need the place first
         ],
     )
     [tip] = await store.tips.list()
     assert tip.urgent and tip.status is TipStatus.IN_PROGRESS
     assert [i.payload["event"] for i in await store.outbox.due(1e12)] == ["urgent"]
+    await run_transcript(talk, [("Motel 6 room 12, Kanata", ["role.question"])])
+    # The case holds the place within one message of it being typed, and officers are told.
+    [tip] = await store.tips.list()
+    assert tip.answers["where"] == "Motel 6 room 12, Kanata"
+    assert [i.payload["event"] for i in await store.outbox.due(1e12)] == ["urgent", "update"]
     await run_transcript(
         talk,
         [
-            ("BACK", ["danger.question"]),
-            ("1", ["danger.urgent", "role.question"]),  # reassured again, but no second alert
             ("1", ["role.support", "kind.question"]),
             ("3", ["minors.question"]),
             ("0", ["skip.refused", "minors.question"]),
-            ("3", ["where.question"]),
-            ("SKIP", ["when.question"]),
-            ("passer", ["details.question"]),
+            ("1", ["when.question"]),  # the place was asked already
+            ("SKIP", ["details.question"]),
             ("DONE", ["contact.question"]),
             ("2", ["review.question"]),
             ("1", ["submitted.receipt"]),
         ],
     )
     [tip] = await store.tips.list()
-    assert tip.status is TipStatus.OPEN and tip.urgent and tip.answers["where"] is None
-    assert [i.payload["event"] for i in await store.outbox.due(1e12)] == ["urgent", "new"]
+    assert tip.status is TipStatus.OPEN and tip.urgent and tip.minor and tip.answers["where"] == "Motel 6 room 12, Kanata"
+    events = [i.payload["event"] for i in await store.outbox.due(1e12)]
+    assert events[0] == "urgent" and events[-1] == "new" and set(events[1:-1]) == {"update"}
     assert all(i.priority == 2 for i in await store.outbox.due(1e12))
+
+
+async def test_taking_danger_back_clears_the_flag_and_tells_officers(engine: Engine, store: SqliteStore) -> None:
+    talk = Talk(engine, language_hint="en")
+    await run_transcript(
+        talk,
+        [
+            ("hi", ["safety.notice", "danger.question"]),
+            ("1", ["danger.urgent", "where.question"]),
+            ("BACK", ["danger.question"]),
+            ("2", ["role.question"]),  # a mis-tap, corrected
+        ],
+    )
+    [tip] = await store.tips.list()
+    assert not tip.urgent and tip.answers["danger"] == "no"
+    assert sorted(i.payload["event"] for i in await store.outbox.due(1e12)) == ["cleared", "urgent"]
+    await run_transcript(talk, [("BACK", ["danger.question"]), ("1", ["danger.urgent", "where.question"])])
+    [tip] = await store.tips.list()
+    assert tip.urgent and sorted(i.payload["event"] for i in await store.outbox.due(1e12)) == ["cleared", "urgent", "urgent"]
+
+
+async def test_a_sender_raising_and_withdrawing_urgent_reports_is_slowed(engine: Engine, store: SqliteStore) -> None:
+    talk = Talk(engine, language_hint="en")
+    for _ in range(engine.config.urgent_alerts_per_hour + 2):
+        await run_transcript(talk, [("hi", ["safety.notice", "danger.question"]), ("1", ["danger.urgent", "where.question"])])
+        await talk.say("EXIT")
+    events = [i.payload["event"] for i in await store.outbox.due(1e12, limit=100)]
+    assert events.count("urgent") == engine.config.urgent_alerts_per_hour
+    tips = await store.tips.list(statuses=None, limit=100)
+    assert len(tips) == engine.config.urgent_alerts_per_hour + 2  # every one is still filed
+    assert sum(bool(t.answers.get("repeated")) for t in tips) == 2
 
 
 async def test_support_line_is_configurable(engine: Engine) -> None:
@@ -162,7 +199,7 @@ async def test_first_message_with_substance_is_kept_and_sets_the_language(engine
         [("2", ["role.question"]), ("2", ["kind.question"]), ("1", ["minors.question"]), ("3", ["where.question"]),
          ("0", ["when.question"]), ("0", ["details.question"])],
     )  # fmt: skip
-    assert "Votre premier message est gardé" in replies[-1][0].text
+    assert engine.catalogues.text("fr", "details.kept") in replies[-1][0].text
 
 
 async def test_language_hint_skips_the_language_question(engine: Engine) -> None:
@@ -193,7 +230,7 @@ async def test_exit_words_erase_the_draft(engine: Engine, store: SqliteStore, wo
 async def test_exit_after_an_urgent_alert_withdraws_the_case_and_tells_officers(engine: Engine, store: SqliteStore) -> None:
     talk = Talk(engine, language_hint="en")
     await run_transcript(
-        talk, [("hello", ["safety.notice", "danger.question"]), ("1", ["danger.urgent", "role.question"]), ("exit", ["erased"])]
+        talk, [("hello", ["safety.notice", "danger.question"]), ("1", ["danger.urgent", "where.question"]), ("exit", ["erased"])]
     )
     [tip] = await store.tips.list(None)
     assert tip.status is TipStatus.WITHDRAWN and tip.answers == {"danger": "yes"}
@@ -222,7 +259,7 @@ async def test_help_lang_back_and_reprompts_in_both_languages(engine: Engine) ->
             ("", ["reprompt.text", "where.question"]),
         ],
     )
-    assert replies[-1][0].language == "fr" and replies[-1][0].text.startswith("Envoyez quelques mots")
+    assert replies[-1][0].language == "fr" and replies[-1][0].text.startswith(engine.catalogues.text("fr", "reprompt.text"))
     assert replies[4][0].text.startswith("Reply with a number")
 
 
@@ -271,7 +308,7 @@ async def test_expiry_files_substance_as_incomplete_and_erases_the_rest(engine: 
 
 async def test_expired_draft_is_expired_when_the_person_writes_again(engine: Engine, store: SqliteStore, clock: Clock) -> None:
     talk = Talk(engine, language_hint="en")
-    await run_transcript(talk, [("hi", ["safety.notice", "danger.question"]), ("1", ["danger.urgent", "role.question"])])
+    await run_transcript(talk, [("hi", ["safety.notice", "danger.question"]), ("1", ["danger.urgent", "where.question"])])
     clock.advance(31 * 60)
     await run_transcript(talk, [("2", ["safety.notice", "danger.question"])])
     [tip] = await store.tips.list()
@@ -286,9 +323,9 @@ async def test_duplicate_provider_id_returns_the_same_replies_without_side_effec
     message = InboundMessage("sms", talk.sender, "1", provider_id="SM1")
     first = await engine.handle(message)
     again = await engine.handle(message)
-    assert [r.key for r in first] == ["danger.urgent", "role.question"] and again == first
+    assert [r.key for r in first] == ["danger.urgent", "where.question"] and again == first
     assert len(await store.outbox.due(1e12)) == 1
-    assert (await store.drafts.get(talk.sender)).state["step"] == "role"
+    assert (await store.drafts.get(talk.sender)).state["step"] == "where"
 
 
 async def test_unsupported_and_media_get_calm_answers(engine: Engine, store: SqliteStore) -> None:
@@ -323,10 +360,12 @@ async def test_senders_are_independent_and_concurrent(engine: Engine, store: Sql
     assert len({t.case_number for t in await store.tips.list(limit=100)}) == 20
 
 
-async def test_details_beyond_the_cap_are_refused_aloud_not_dropped(engine: Engine, store: SqliteStore) -> None:
+async def test_long_details_are_kept_whole_and_the_cap_is_said_aloud(engine: Engine, store: SqliteStore) -> None:
     from dataclasses import replace
 
-    engine.config = replace(engine.config, max_details_messages=2, max_text_chars=10)
+    from handlers.state import load_state
+
+    engine.config = replace(engine.config, max_details_messages=4, max_text_chars=10)
     talk = Talk(engine, language_hint="en")
     await run_transcript(
         talk,
@@ -335,4 +374,6 @@ async def test_details_beyond_the_cap_are_refused_aloud_not_dropped(engine: Engi
           ("0", "when.question"), ("0", "details.question")]],
          ("first detail, longer than ten", ["details.more"]), ("second", ["details.more"]), ("third", ["details.full"])],
     )  # fmt: skip
-    assert (await store.drafts.get(talk.sender)).state["answers"]["details"] == ["first deta", "second"]
+    details = load_state((await store.drafts.get(talk.sender)).state).answers.details
+    # The long message is kept as several entries, none of it cut; beyond the cap it is said aloud.
+    assert details == ["first deta", "il, longer", " than ten", "second"]

@@ -338,6 +338,31 @@ async def test_receipt_failures_are_counted_in_a_window(store: Store) -> None:
     assert await store.receipt_attempts.failures_since("s3", 0) == 0
 
 
+async def test_receipt_failures_are_counted_across_senders(store: Store) -> None:
+    assert await store.receipt_attempts.failures_total_since(0) == 0
+    assert await store.receipt_attempts.last_failure_at() is None
+    async with store.transaction() as tx:
+        for sender, at in (("s1", T0 - 3700), ("s1", T0 - 60), ("s2", T0 - 30), ("s3", T0)):
+            await tx.receipt_attempts.record_failure(sender, at)
+        # Inside the transaction, what it wrote is counted (the ceiling is checked right after).
+        assert await tx.receipt_attempts.failures_total_since(T0 - 3600) == 3
+    assert await store.receipt_attempts.failures_total_since(T0 - 3600) == 3
+    assert await store.receipt_attempts.failures_total_since(T0 - 30) == 2  # the bound is inclusive
+    assert await store.receipt_attempts.failures_total_since(T0 - 10_000) == 4
+    assert await store.receipt_attempts.failures_total_since(T0 + 1) == 0
+    assert await store.receipt_attempts.last_failure_at() == T0
+
+
+async def test_receipt_failures_are_kept_a_day_for_the_global_window(store: Store) -> None:
+    """Pruning keeps at least the last day: the global ceiling looks back at most two hours."""
+    async with store.transaction() as tx:
+        await tx.receipt_attempts.record_failure("s1", T0 - 2 * 86400)
+        await tx.receipt_attempts.record_failure("s2", T0 - 7200)
+        await tx.receipt_attempts.record_failure("s3", T0)
+    assert await store.receipt_attempts.failures_total_since(T0 - 7200) == 2
+    assert await store.receipt_attempts.failures_total_since(0) <= 3
+
+
 # --- message refs --------------------------------------------------------------------------------
 
 
