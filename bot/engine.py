@@ -24,7 +24,8 @@ from bot.rate_limit import RateLimiter, Verdict
 from handlers import filing, followup, intake, officer
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
-from handlers.words import Word, clean, global_word, receipt_command
+from handlers.understanding import Control, Reading, Vocabulary
+from handlers.words import clean
 from storage.crypto import Cipher, DecryptionError
 from storage.interfaces import Repositories, Store
 from storage.records import Draft, Followup, TipStatus
@@ -56,13 +57,13 @@ class Engine:
         self._locks = KeyedLocks()
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self.failures = 0  # messages whose handling raised and was contained (see handle)
+        self.vocabulary = Vocabulary.from_catalogues(catalogues)
 
     async def _exempt_from_flood_limit(self, msg: InboundMessage) -> bool:
         """EXIT always works while there is something to erase (a person in danger must be able to
         erase; with nothing stored it is just one more message), and a provider's retry of a message
         already handled gets its first answer again (a read, no write)."""
-        word = global_word(clean(msg.text)) if msg.text else None
-        if word and word[0] is Word.EXIT:
+        if msg.text and self.vocabulary.read(clean(msg.text)).control is Control.EXIT:
             try:
                 return await self.store.drafts.get(msg.sender) is not None
             except UNREADABLE:
@@ -111,7 +112,7 @@ class Engine:
         return turn.replies
 
     def _turn(self, msg: InboundMessage, tx: Repositories) -> Turn:
-        return Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash)
+        return Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash, self.vocabulary)
 
     async def open_conversation(self, msg: InboundMessage) -> list[OutboundMessage]:
         """A channel that starts the talking (the console): resume a draft or show the first prompt."""
@@ -126,7 +127,7 @@ class Engine:
                 elif isinstance(state, (AnswerWindow, Sent)):
                     turn.say(state.language, "help.idle")
                 else:
-                    state = await intake.start(turn, None)
+                    state = await intake.start(turn, Reading(""))
                 await self._save(turn, state)
             if turn.alerts_queued:
                 self._on_alerts()
@@ -137,47 +138,49 @@ class Engine:
         if msg.officer is not None:
             await officer.handle(turn)
             return
-        text = clean(msg.text)
-        word = global_word(text) if msg.kind is not InboundKind.UNSUPPORTED else None
-        if word and word[0] is Word.EXIT and not await self._readable(turn):
+        text = clean(msg.text) if msg.kind is not InboundKind.UNSUPPORTED else ""
+        plain = self.vocabulary.read(text)
+        if plain.is_(Control.EXIT) and not await self._readable(turn):
             # EXIT always works: a draft that cannot be read is deleted without interpreting it.
+            language = intake.hinted_language(msg.language_hint) or plain.language or "en"
             await turn.tx.drafts.erase(msg.sender)
-            turn.say(intake.hinted_language(msg.language_hint) or word[1] or "en", "erased", purpose=Purpose.ERASED)
+            turn.say(language, "erased", purpose=Purpose.ERASED)
             return
         current = await self._current_state(turn)
         if isinstance(current, (AnswerWindow, Sent)) and not await self._case_open(turn, current.tip_id):
             current = None
-        command = receipt_command(text) if msg.kind is not InboundKind.UNSUPPORTED else None
+        reading = self.vocabulary.read(text, current.language if current is not None else None)
+        command = self.vocabulary.command(text) if text else None
         state: ConversationState | None
         if command is not None and (current is None or followup.starts_with_code(command[2])):
             # ADD / CHECK with a code work at any step; a report in progress is kept.
             state = await followup.command(turn, command[0], command[1], command[2], current)
         elif current is None:
-            state = await self._outside_draft(turn, text, word)
+            state = await self._outside_draft(turn, reading)
         elif isinstance(current, Addition):
-            state = await followup.continue_add(turn, current, word[0] if word else None)
+            state = await followup.continue_add(turn, current, reading)
         elif isinstance(current, AnswerWindow):
-            state = await followup.answer(turn, current, word[0] if word else None)
+            state = await followup.answer(turn, current, reading)
         elif isinstance(current, Sent):
-            state = await followup.after_receipt(turn, current, word)
+            state = await followup.after_receipt(turn, current, reading)
         else:
-            state = await intake.answer(turn, current, word)
+            state = await intake.answer(turn, current, reading)
         await self._save(turn, state)
         log.info("%s message from %s handled (%d replies)", msg.channel, msg.sender[:8], len(turn.replies))
 
-    async def _outside_draft(self, turn: Turn, text: str, word: tuple[Word, str | None] | None) -> ConversationState | None:
+    async def _outside_draft(self, turn: Turn, reading: Reading) -> ConversationState | None:
         msg = turn.msg
-        language = intake.hinted_language(msg.language_hint) or (word[1] if word else None) or "en"
+        language = intake.hinted_language(msg.language_hint) or reading.language or "en"
         if msg.kind is InboundKind.UNSUPPORTED:
             turn.say(language, "unsupported")
             return None
-        if word and word[0] is Word.HELP:
+        if reading.is_(Control.HELP):
             turn.say(language, "help.idle")
             return None
-        if word and word[0] is Word.EXIT:
+        if reading.is_(Control.EXIT):
             turn.say(language, "erased", purpose=Purpose.ERASED)
             return None
-        return await intake.start(turn, word)
+        return await intake.start(turn, reading)
 
     @staticmethod
     async def _case_open(turn: Turn, tip_id: str) -> bool:
@@ -234,10 +237,10 @@ class Engine:
             async with self.store.transaction() as tx:
                 turn = self._turn(msg, tx)
                 text = clean(msg.text)
-                word = global_word(text)
-                if word and word[0] is Word.EXIT:
+                reading = self.vocabulary.read(text)
+                if reading.is_(Control.EXIT):
                     await tx.drafts.erase(msg.sender)
-                    turn.say(word[1] or language, "erased", purpose=Purpose.ERASED)
+                    turn.say(reading.language or language, "erased", purpose=Purpose.ERASED)
                 else:
                     state = await self._keep(turn, text)
                     turn.say(state.speaking if state else language, "error.kept")

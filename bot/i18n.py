@@ -62,3 +62,11 @@ class Catalogues:
         table = self.messages.get(language) or self.messages[DEFAULT_LANGUAGE]
         template = table.get(key) or self.messages[DEFAULT_LANGUAGE][key]
         return template.format(**values) if values else template
+
+    def words(self, language: str, key: str) -> tuple[str, ...]:
+        """A word list (``words.*`` keys): the entries of ``msgstr`` separated by "|", stripped, empty
+        entries and repeats dropped, in catalogue order. Unlike ``text`` there is no fallback to
+        English: a language without the list (or an unknown language) has no words, which is what a
+        matcher that consults every language needs."""
+        raw = self.messages.get(language, {}).get(key, "")
+        return tuple(dict.fromkeys(entry.strip() for entry in raw.split("|") if entry.strip()))

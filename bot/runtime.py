@@ -93,7 +93,10 @@ class Runtime:
     def route_alerts(self, sinks: dict[str, Sink], targets: tuple[str, ...]) -> None:
         """Channels add their sinks; officer alerts go to their targets (the console when none)."""
         self.worker.sinks.update(sinks)
-        self.engine.config = replace(self.engine.config, alert_sinks=targets or ("console",))
+        targets = targets or ("console",)
+        # Update alerts (an urgent case filling in) go to the sinks that want them, not to phones.
+        updates = tuple(t for t in targets if getattr(self.worker.sinks.get(t.split(":", 1)[0]), "wants_updates", True))
+        self.engine.config = replace(self.engine.config, alert_sinks=targets, update_sinks=updates)
 
     def start_background(self, *, retention: bool = False) -> None:
         """The outbox worker, the draft-expiry sweeper and (in ``serve``) the daily retention job."""

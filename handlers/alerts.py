@@ -112,6 +112,8 @@ def answer_label(catalogues: Catalogues, language: str, step_id: str, answer: ob
 
 # Kept with a tip's answers when its sender raised more urgent cases in an hour than are alerted.
 REPEATED_FLAG = "repeated"
+# Kept with a tip's answers when the person wrote in neither supported language.
+LANGUAGE_UNKNOWN_FLAG = "language_unknown"
 
 
 def tip_flags(catalogues: Catalogues, language: str, tip: Tip, *, urgent: bool = True) -> list[str]:
@@ -123,6 +125,12 @@ def tip_flags(catalogues: Catalogues, language: str, tip: Tip, *, urgent: bool =
     if tip.answers.get(REPEATED_FLAG):
         flags.append(catalogues.text(language, "alert.flag.repeated"))
     return flags
+
+
+def language_shown(catalogues: Catalogues, language: str, tip: Tip) -> str:
+    """The tip's language for officers; "unknown, interpreter needed" when the person wrote in
+    neither supported language."""
+    return catalogues.text(language, "alert.language_unknown") if tip.answers.get(LANGUAGE_UNKNOWN_FLAG) else tip.language
 
 
 def render_alert(
@@ -150,6 +158,6 @@ def render_alert(
         lines.append(f"{t(language, step.summary_key)}: {answer_label(catalogues, language, step.id, tip.answers.get(step.id))}")
     if not full_details and tip.answers.get("details"):
         lines.append(t(language, "alert.details_hidden", case=tip.case_number))
-    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {tip.language}")
+    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {language_shown(catalogues, language, tip)}")
     lines.append(t(language, "alert.contact.yes" if tip.contact_ok else "alert.contact.no"))
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import unicodedata
 import uuid
 
 from bot.messages import Purpose
-from handlers.alerts import REPEATED_FLAG, AlertEvent, enqueue_alert
+from handlers.alerts import LANGUAGE_UNKNOWN_FLAG, REPEATED_FLAG, AlertEvent, enqueue_alert
 from handlers.state import Addition, ConversationState, Report, Sent
 from handlers.turn import Turn
 from storage.crypto import random_digits
@@ -53,6 +53,8 @@ def _apply_answers(tip: Tip, state: Report, now: float) -> None:
     tip.answers = state.answered()
     if state.urgent_repeated:
         tip.answers[REPEATED_FLAG] = True
+    if state.language_unknown:
+        tip.answers[LANGUAGE_UNKNOWN_FLAG] = True
     tip.urgent = state.answers.danger == "yes"
     tip.minor = state.answers.minors == "yes"
     tip.language = state.language or tip.language
@@ -60,6 +62,8 @@ def _apply_answers(tip: Tip, state: Report, now: float) -> None:
 
 
 URGENT_WINDOW = 3600.0
+# The answers of an urgent case that officers are alerted about as soon as they change.
+ALERTED_ON_UPDATE = ("where", "minors", "kind")
 
 
 async def mark_urgent(turn: Turn, state: Report) -> None:
@@ -82,21 +86,51 @@ async def mark_urgent(turn: Turn, state: Report) -> None:
         turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.URGENT, turn.config.alert_sinks, turn.now)
 
 
+def _worth_an_update(before: dict[str, object], after: dict[str, object]) -> bool:
+    """A place given or changed, a kind given or changed, a minor flag raised or taken back."""
+    changed = {key for key in ALERTED_ON_UPDATE if after.get(key) != before.get(key)}
+    if "minors" in changed and "yes" in (before.get("minors"), after.get("minors")):
+        return True
+    return any(after.get(key) for key in changed - {"minors"})
+
+
+def _update_sinks(turn: Turn) -> tuple[str, ...]:
+    sinks = turn.config.update_sinks
+    return turn.config.alert_sinks if sinks is None else sinks
+
+
+async def escalate(turn: Turn, tip_id: str) -> None:
+    """A danger phrase in an ADD or an answer to officers: the sent case becomes urgent and officers
+    are alerted at once (within the sender's hourly limit, like a new urgent report)."""
+    tip = await turn.tx.tips.get(tip_id)
+    if tip is None or tip.urgent or tip.status in (TipStatus.CLOSED, TipStatus.WITHDRAWN):
+        return
+    tip.urgent = True
+    tip.updated_at = turn.now
+    await turn.tx.tips.save(tip)
+    if await turn.tx.tips.urgent_since(turn.msg.sender, turn.now - URGENT_WINDOW) <= turn.config.urgent_alerts_per_hour:
+        turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.URGENT, turn.config.alert_sinks, turn.now)
+
+
 async def update_case(turn: Turn, state: Report) -> None:
-    """An answer to a report that already has a case (an urgent one): written to the case at once,
-    and officers get an update (or a correction when danger was taken back), not at Send."""
+    """An answer to a report that already has a case (an urgent one): written to the case at once
+    (``/show`` has it), and officers get an update alert when what they act on changed (the place,
+    the minor flag, the kind: ``ALERTED_ON_UPDATE``) or a correction when danger was taken back."""
     if not state.tip_id:
         return
     tip = await turn.tx.tips.get(state.tip_id)
     if tip is None or tip.status is not TipStatus.IN_PROGRESS:
         return
     was_urgent = tip.urgent
+    before = {key: tip.answers.get(key) for key in ALERTED_ON_UPDATE}
     _apply_answers(tip, state, turn.now)
     await turn.tx.tips.save(tip)
     if state.urgent_repeated:
         return  # filed and flagged; officers hear of it with the report
-    event = AlertEvent.CLEARED if was_urgent and not tip.urgent else AlertEvent.UPDATE
-    turn.alerts_queued += await enqueue_alert(turn.tx, tip, event, turn.config.alert_sinks, turn.now)
+    if was_urgent and not tip.urgent:
+        turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.CLEARED, turn.config.alert_sinks, turn.now)
+    elif tip.urgent and _worth_an_update(before, tip.answers):
+        turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.UPDATE, _update_sinks(turn), turn.now)
 
 
 async def submit(turn: Turn, state: Report) -> Sent:

@@ -37,6 +37,7 @@ class Option:
     label_key: str  # catalogue key of its label
     effect: Effect | None = None
     goto: str | None = None  # overrides the step's next (used by the change menu)
+    words: str | None = None  # catalogue word list of what people type for it ("words.yes")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class Step:
         return next((o for o in self.options if o.value == value), None)
 
 
-def _opts(*triples: tuple[str, str, str] | tuple[str, str, str, Effect]) -> tuple[Option, ...]:
-    return tuple(Option(*t) for t in triples)
+def _opts(*options: tuple[str, str, str, str] | tuple[str, str, str, str, Effect]) -> tuple[Option, ...]:
+    """(value, answer, label key, word list[, effect]) for each option."""
+    return tuple(Option(value, answer, label, *effect, words=words) for value, answer, label, words, *effect in options)
 
 
 STEPS: tuple[Step, ...] = (
@@ -67,7 +69,8 @@ STEPS: tuple[Step, ...] = (
         StepKind.CHOICE,
         "language.question",
         next="safety",
-        options=_opts(("1", "en", "language.en", Effect.SET_LANGUAGE), ("2", "fr", "language.fr", Effect.SET_LANGUAGE)),
+        options=_opts(("1", "en", "language.en", "words.language.en", Effect.SET_LANGUAGE),
+            ("2", "fr", "language.fr", "words.language.fr", Effect.SET_LANGUAGE),),
         meta=True,
     ),
     Step("safety", StepKind.NOTICE, "safety.notice", next="danger", meta=True),
@@ -76,7 +79,11 @@ STEPS: tuple[Step, ...] = (
         StepKind.CHOICE,
         "danger.question",
         next="role",
-        options=_opts(("1", "yes", "answer.yes", Effect.MARK_URGENT), ("2", "no", "answer.no"), ("3", "unsure", "answer.unsure")),
+        options=_opts(
+            ("1", "yes", "answer.yes", "words.yes", Effect.MARK_URGENT),
+            ("2", "no", "answer.no", "words.no"),
+            ("3", "unsure", "answer.unsure", "words.dont_know"),
+        ),
         summary_key="summary.danger",
     ),
     Step(
@@ -85,9 +92,9 @@ STEPS: tuple[Step, ...] = (
         "role.question",
         next="kind",
         options=_opts(
-            ("1", "affected", "role.affected", Effect.SUPPORT_LINE),
-            ("2", "witness", "role.witness"),
-            ("3", "unsaid", "role.unsaid"),
+            ("1", "affected", "role.affected", "words.role.affected", Effect.SUPPORT_LINE),
+            ("2", "witness", "role.witness", "words.role.witness"),
+            ("3", "unsaid", "role.unsaid", "words.role.unsaid"),
         ),
         summary_key="summary.role",
     ),
@@ -96,7 +103,11 @@ STEPS: tuple[Step, ...] = (
         StepKind.CHOICE,
         "kind.question",
         next="minors",
-        options=_opts(("1", "sexual", "kind.sexual"), ("2", "labour", "kind.labour"), ("3", "other", "kind.other")),
+        options=_opts(
+            ("1", "sexual", "kind.sexual", "words.kind.sexual"),
+            ("2", "labour", "kind.labour", "words.kind.labour"),
+            ("3", "other", "kind.other", "words.kind.other"),
+        ),
         summary_key="summary.kind",
     ),
     Step(
@@ -104,7 +115,9 @@ STEPS: tuple[Step, ...] = (
         StepKind.CHOICE,
         "minors.question",
         next="where",
-        options=_opts(("1", "yes", "answer.yes"), ("2", "no", "answer.no"), ("3", "unknown", "answer.dont_know")),
+        options=_opts(
+            ("1", "yes", "answer.yes", "words.yes"), ("2", "no", "answer.no", "words.no"), ("3", "unknown", "answer.dont_know", "words.dont_know")
+        ),
         summary_key="summary.minors",
     ),
     Step("where", StepKind.TEXT, "where.question", next="when", skippable=True, summary_key="summary.where", urgent_first=True),
@@ -114,7 +127,10 @@ STEPS: tuple[Step, ...] = (
         "when.question",
         next="details",
         options=_opts(
-            ("1", "now", "when.now"), ("2", "today", "when.today"), ("3", "week", "when.week"), ("4", "earlier", "when.earlier")
+            ("1", "now", "when.now", "words.when.now"),
+            ("2", "today", "when.today", "words.when.today"),
+            ("3", "week", "when.week", "words.when.week"),
+            ("4", "earlier", "when.earlier", "words.when.earlier"),
         ),
         skippable=True,
         summary_key="summary.when",
@@ -125,7 +141,7 @@ STEPS: tuple[Step, ...] = (
         StepKind.CHOICE,
         "contact.question",
         next="review",
-        options=_opts(("1", "yes", "answer.yes"), ("2", "no", "answer.no")),
+        options=_opts(("1", "yes", "answer.yes", "words.yes"), ("2", "no", "answer.no", "words.no")),
         summary_key="summary.contact",
     ),
     Step(
@@ -133,9 +149,9 @@ STEPS: tuple[Step, ...] = (
         StepKind.CHOICE,
         "review.question",
         options=_opts(
-            ("1", "send", "review.send", Effect.SUBMIT),
-            ("2", "change", "review.change", Effect.CHANGE),
-            ("3", "cancel", "review.cancel", Effect.CANCEL),
+            ("1", "send", "review.send", "words.review.send", Effect.SUBMIT),
+            ("2", "change", "review.change", "words.review.change", Effect.CHANGE),
+            ("3", "cancel", "review.cancel", "words.exit", Effect.CANCEL),
         ),
         meta=True,
     ),
@@ -173,6 +189,7 @@ def catalogue_keys() -> set[str]:
     for s in STEPS:
         keys.add(s.question_key)
         keys.update(o.label_key for o in s.options)
+        keys.update(o.words for o in s.options if o.words)
         if s.summary_key:
             keys.add(s.summary_key)
     return keys
@@ -219,7 +236,8 @@ def validate_flow(steps: Iterable[Step] = STEPS, known_keys: set[str] | None = N
 
 
 def _keys_of(s: Step) -> list[str]:
-    return [s.question_key, *(o.label_key for o in s.options), *([s.summary_key] if s.summary_key else [])]
+    words = [o.words for o in s.options if o.words]
+    return [s.question_key, *(o.label_key for o in s.options), *([s.summary_key] if s.summary_key else []), *words]
 
 
 def flow_diagram(steps: Iterable[Step] = STEPS) -> str:

@@ -13,11 +13,12 @@ import uuid
 from bot.messages import Purpose
 from handlers.alerts import AlertEvent, Notice, enqueue_alert, enqueue_notice
 from handlers.filing import file_addition, format_receipt, receipt_digits
-from handlers import intake
+from handlers import filing, intake
 from handlers.intake import pieces
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent
 from handlers.turn import Turn
-from handlers.words import Word, clean
+from handlers.understanding import CHECK, NEW_REPORT, NO, THANKS, YES, Control, Reading
+from handlers.words import clean
 from storage.records import Followup, Tip, TipStatus
 
 LOCKOUT_WINDOW = 3600.0
@@ -76,7 +77,7 @@ def _split_code(rest: str) -> tuple[str | None, str]:
     return code, rest[consumed:].strip(" \t\n-:,.") if code else ""
 
 
-async def command(turn: Turn, word: Word, language: str, rest: str, current: ConversationState | None = None) -> ConversationState | None:
+async def command(turn: Turn, word: str, language: str, rest: str, current: ConversationState | None = None) -> ConversationState | None:
     """ADD/CHECK with a receipt, at any point of a conversation. A report or an ADD in progress is
     kept as it is; CHECK that shows replies opens a short answer window (outside a report)."""
     in_progress = current if isinstance(current, (Report, Addition)) else None
@@ -85,7 +86,7 @@ async def command(turn: Turn, word: Word, language: str, rest: str, current: Con
     if tip is None:
         return current
     code = format_receipt(_split_code(rest)[0] or "")
-    if word is Word.CHECK:
+    if word == CHECK:
         replied = await _check(turn, tip, language, code, window=in_progress is None)
         if replied and in_progress is None and tip.status not in _CLOSED:
             return AnswerWindow(tip_id=tip.id, language=language, channel=turn.msg.channel)
@@ -105,22 +106,39 @@ async def command(turn: Turn, word: Word, language: str, rest: str, current: Con
     return Addition(tip_id=tip.id, language=language, channel=turn.msg.channel)
 
 
-async def continue_add(turn: Turn, state: Addition, word: Word | None) -> Addition | None:
-    """A message while ADD collects text: DONE sends, EXIT erases, anything else is added."""
+async def continue_add(turn: Turn, state: Addition, reading: Reading) -> Addition | None:
+    """A message while ADD collects text: DONE sends, EXIT erases (a maybe-EXIT is asked about
+    once), a danger phrase makes the case urgent, anything else is added."""
     language = state.language
-    if word is Word.EXIT:
+    if state.confirming_exit is not None:
+        pending, state.confirming_exit = state.confirming_exit, None
+        said = turn.vocabulary.answer(reading.text, (YES, NO), language)
+        if said == YES or reading.is_(Control.EXIT):
+            turn.say(language, "erased", purpose=Purpose.ERASED)
+            return None
+        state.lines = [*state.lines, pending]
+        if said == NO:
+            turn.say(language, "add.more")
+            return state
+    if reading.danger:
+        await filing.escalate(turn, state.tip_id)
+    if reading.is_(Control.EXIT):
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
-    if word is Word.HELP:
+    if reading.maybe(Control.EXIT):
+        state.confirming_exit = reading.text
+        intake.ask_to_confirm_exit(turn, language)
+        return state
+    if reading.is_(Control.HELP):
         turn.say(language, "add.question")
         return state
-    if word is Word.DONE:
+    if reading.control is Control.DONE:
         if await _add(turn, state.tip_id, state.lines):
             turn.say(language, "add.sent")
         else:
             turn.say(language, "add.nothing")
         return None
-    text = clean(turn.msg.text)
+    text = reading.text
     room = turn.config.max_details_messages - len(state.lines)
     if not text:
         turn.say(language, "add.question")
@@ -161,18 +179,23 @@ async def _check(turn: Turn, tip: Tip, language: str, code: str, *, window: bool
     return True
 
 
-async def answer(turn: Turn, state: AnswerWindow, word: Word | None) -> ConversationState | None:
+async def answer(turn: Turn, state: AnswerWindow, reading: Reading) -> ConversationState | None:
     """A message inside an answer window: it answers the officer (attached to the case at once,
-    officers told). EXIT erases what was written in the window; HELP says how it works."""
+    officers told). EXIT erases what was written in the window; HELP says how it works; words
+    that start a new report start one; a danger phrase makes the case urgent."""
     language = state.language
-    if word is Word.EXIT:
+    if reading.control is Control.EXIT:
         await turn.tx.followups.delete(state.answer_ids)
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
-    if word is Word.HELP:
+    if reading.is_(Control.HELP):
         turn.say(language, "answer.help", minutes=round(turn.config.answer_window_seconds / 60))
         return state
-    text = clean(turn.msg.text)
+    if turn.vocabulary.is_entry(reading.text, NEW_REPORT):
+        return await intake.start(turn, Reading(""))
+    if reading.danger:
+        await filing.escalate(turn, state.tip_id)
+    text = reading.text
     if not text:
         turn.say(language, "unsupported")
         return state
@@ -190,17 +213,17 @@ async def answer(turn: Turn, state: AnswerWindow, word: Word | None) -> Conversa
     return state
 
 
-async def after_receipt(turn: Turn, state: Sent, word: tuple[Word, str | None] | None) -> ConversationState | None:
+async def after_receipt(turn: Turn, state: Sent, reading: Reading) -> ConversationState | None:
     """Just after a receipt: "thanks" or "ok" is small talk (the report is already sent, ADD adds
     to it); anything else opens a new report as usual."""
     language = state.language
-    if word and word[0] is Word.EXIT:
+    if reading.is_(Control.EXIT):
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
-    if word and word[0] is Word.HELP:
+    if reading.is_(Control.HELP):
         turn.say(language, "help.idle")
         return state
-    if turn.vocabulary.answer(clean(turn.msg.text), ("words.thanks",), language) is not None:
+    if not reading.danger and turn.vocabulary.answer(reading.text, (THANKS,), language) is not None:
         turn.say(language, "sent.already")
         return state
-    return await intake.start(turn, word)
+    return await intake.start(turn, reading)

@@ -2,20 +2,32 @@
 
 The conversation's state is a :class:`handlers.state.Report`; every function here takes it and
 changes it in place (the engine saves it, or deletes the draft when a function returns None).
+
+How a message is understood, in order (the words themselves are in the catalogues, read by
+``handlers.understanding``):
+
+1. a danger phrase, at any step, marks the report urgent (like answering Yes), keeps the message
+   where it belongs and asks Where next if it is not known;
+2. a control word (EXIT, HELP, LANG, BACK, SKIP, DONE) acts; one that is only *maybe* EXIT (a typo,
+   or inside a short phrase) is asked about once ("Stop and erase?") instead of being stored;
+3. an answer: an option's number (any script), its label, or the words people use for it;
+4. anything else is kept: as the step's answer as typed, or, when it describes something or names
+   a place, in the details (and as the place); the question is asked once more at most.
 """
 
 from __future__ import annotations
 
 from bot.messages import Choice, InboundKind, Purpose
-from handlers import filing
-from handlers.alerts import answer_label
-from handlers.flow import BY_ID, FIRST_STEP, QUESTION_AFTER_LANGUAGE, REPORT_STEPS, SKIP_VALUE, Effect, Option, Step, StepKind
+from handlers import filing, prompts
+from handlers.flow import BY_ID, FIRST_STEP, QUESTION_AFTER_LANGUAGE, REPORT_STEPS, Effect, Option, Step, StepKind
+from handlers.language_id import identify
 from handlers.state import ConversationState, Report
 from handlers.turn import Turn
-from handlers.words import Word, choice_value, clean, fold, guess_language, has_substance
+from handlers.understanding import GREETING, NO, PLACE, YES, Certainty, Control, Reading
+from handlers.words import choice_value, fold
 
 SUPPORTED_LANGUAGES = ("en", "fr")
-SUMMARY_PREVIEW_CHARS = 40  # free text quoted back in the review: a short preview, never all of it
+SUBSTANCE_WORDS, SUBSTANCE_LETTERS = 3, 12  # a message that describes something, not a bare answer
 
 
 def hinted_language(hint: str | None) -> str | None:
@@ -30,93 +42,171 @@ def pieces(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
+def has_substance(turn: Turn, text: str) -> bool:
+    """Does a message describe something (beyond a greeting, a number or a word or two)?"""
+    words = turn.vocabulary.without_greeting(text)
+    return len(words) >= SUBSTANCE_WORDS and len("".join(words)) >= SUBSTANCE_LETTERS
+
+
+def language_of_text(turn: Turn, text: str) -> str | None:
+    """English or French when the message is clearly in it: a greeting ("allo", "hi") or what the
+    language identifier reads; None otherwise."""
+    found = turn.vocabulary.is_entry(text, GREETING) or identify(text)
+    return found if found in SUPPORTED_LANGUAGES else None
+
+
 # --- starting -----------------------------------------------------------------------------------
 
 
-async def start(turn: Turn, word: tuple[Word, str | None] | None) -> Report:
-    """A message from someone with no draft: open a conversation (returns its state). A Telegram
-    deep-link payload arrives here as the text of a START: it is a first message like any other."""
+async def start(turn: Turn, reading: Reading) -> Report:
+    """A message from someone with no draft opens a conversation (a Telegram deep-link payload
+    arrives here too: it is a first message like any other). What it says is kept."""
     msg = turn.msg
-    text = clean(msg.text)
+    text = reading.text
     state = Report(channel=msg.channel, started_at=turn.now)
-    language = hinted_language(msg.language_hint) or (word[1] if word else None) or guess_language(text)
-    if text and has_substance(text) and not word:
-        state.answers.add_details(pieces(text, turn.config.max_text_chars))
+    language = hinted_language(msg.language_hint) or reading.language or language_of_text(turn, text)
+    if text and reading.control is None and (has_substance(turn, text) or reading.danger):
+        _keep_described(turn, state, text)
+    if not language and text and identify(text) == "other":
+        state.language_unknown = True
     if msg.has_media:
         turn.say(language or "en", "media.note")
+    state.language = language
+    if reading.danger:
+        await _urgent(turn, state)
     if language:
-        state.language = language
         await _enter(turn, state, QUESTION_AFTER_LANGUAGE)
     else:
-        _prompt(turn, state)
+        if state.language_unknown:
+            turn.say("en", "language.other", support_line=_support_number(turn))
+        prompts.show(turn, state)
     return state
 
 
 def resume(turn: Turn, state: Report) -> None:
     """Show where an unfinished draft stands (console start-up)."""
     turn.say(state.speaking, "resume")
-    _prompt(turn, state)
+    prompts.show(turn, state)
 
 
 # --- answering ----------------------------------------------------------------------------------
 
 
-async def answer(turn: Turn, state: Report, word: tuple[Word, str | None] | None) -> ConversationState | None:
+async def answer(turn: Turn, state: Report, reading: Reading) -> ConversationState | None:
     """Apply one message to a report. Returns the state, or None when the draft is finished."""
     step = BY_ID[state.step]
-    language = state.speaking
-    text = clean(turn.msg.text)
-
+    text = reading.text
     if turn.msg.kind is InboundKind.UNSUPPORTED:
-        turn.say(language, "unsupported")
-        _prompt(turn, state)
+        turn.say(state.speaking, "unsupported")
+        prompts.show(turn, state)
         return state
     if turn.msg.kind is InboundKind.START:
         # "/start" again, or a deep link opened mid-conversation: never an answer (a "?start=1"
         # link at the danger question must not raise an urgent alert).
-        _prompt(turn, state)
-        return state
-    if word:
-        return await _global_word(turn, state, step, word[0], word[1])
-    if turn.msg.has_media and not text:
-        turn.say(language, "media.note")
-        _prompt(turn, state)
+        prompts.show(turn, state)
         return state
     if turn.msg.has_media:
-        turn.say(language, "media.note")
+        turn.say(state.speaking, "media.note")
+        if not text:
+            prompts.show(turn, state)
+            return state
+    if state.confirming_exit is not None:
+        return await _confirm_exit(turn, state, step, reading)
+    if reading.danger and state.answers.danger != "yes":
+        return await _danger_said(turn, state, step, text)
+    if reading.control is not None:
+        acted = await _control(turn, state, step, reading)
+        if acted is not _NOT_A_CONTROL:
+            return acted  # type: ignore[return-value]
     return await _answer_step(turn, state, step, text)
 
 
-async def _global_word(turn: Turn, state: Report, step: Step, word: Word, word_language: str | None) -> ConversationState | None:
+_NOT_A_CONTROL = object()
+
+
+async def _control(turn: Turn, state: Report, step: Step, reading: Reading) -> object:
+    """Act on a control word; ``_NOT_A_CONTROL`` when it does not apply here (then it is text)."""
     language = state.speaking
-    if word is Word.EXIT:
+    control = reading.control
+    if reading.maybe(Control.EXIT):
+        state.confirming_exit = reading.text
+        ask_to_confirm_exit(turn, language)
+        return state
+    if reading.maybe(Control.DONE) and step.kind is StepKind.MULTI_TEXT:
+        if len(fold(reading.text).split()) > 2:
+            state.keep(pieces(reading.text, turn.config.max_text_chars))  # "that's all, the van is white"
+        return await _advance(turn, state, step)
+    if reading.maybe(Control.LANG) and step.kind is StepKind.CHOICE:
+        control = Control.LANG
+    elif reading.certainty is not Certainty.CERTAIN:
+        return _NOT_A_CONTROL  # a maybe-DONE or maybe-LANG elsewhere is just what they typed
+    if control is Control.EXIT:
         await filing.erase(turn, state)
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
-    if word is Word.HELP:
-        if state.language is None and word_language:
-            state.language = language = word_language
+    if control is Control.HELP:
+        if state.language is None and reading.language in SUPPORTED_LANGUAGES:
+            state.language = language = reading.language
         turn.say(language, "help.flow")
-        _prompt(turn, state)
+        prompts.show(turn, state)
         return state
-    if word is Word.LANG:
-        if step.id != FIRST_STEP:
-            state.resume_step = step.id
-        state.step = FIRST_STEP
-        _prompt(turn, state)
-        return state
-    if word is Word.BACK:
+    if control is Control.LANG:
+        return await _switch_language(turn, state, step, reading.text)
+    if control is Control.BACK:
         return _back(turn, state, step)
-    if word is Word.SKIP:
+    if control is Control.SKIP:
         if step.skippable:
             return await _record(turn, state, step, None)
+        if step.kind is StepKind.CHOICE and _option_for(turn, state, step, reading.text) is not None:
+            return _NOT_A_CONTROL  # "none" may answer the question ("none" is also No)
         turn.say(language, "skip.refused")
-        _prompt(turn, state)
+        prompts.show(turn, state)
         return state
-    if word is Word.DONE and step.kind is StepKind.MULTI_TEXT:
+    if control is Control.DONE and step.kind is StepKind.MULTI_TEXT:
         return await _advance(turn, state, step)
-    # DONE anywhere else is just an unexpected answer.
-    return await _answer_step(turn, state, step, clean(turn.msg.text))
+    if control is Control.DONE and step.id == "review":
+        return await _choose(turn, state, step, step.options[0])  # "done" at the review: send it
+    return _NOT_A_CONTROL
+
+
+def ask_to_confirm_exit(turn: Turn, language: str) -> None:
+    """ "Stop and erase? 1 Yes 2 No", asked once instead of storing a message that may be an EXIT."""
+    choices = (Choice("1", turn.text(language, "answer.yes")), Choice("2", turn.text(language, "answer.no")))
+    text = "\n".join([turn.text(language, "exit.confirm"), *(f"{c.value} {c.label}" for c in choices)])
+    turn.say_text(language, "exit.confirm", text, choices)
+
+
+async def _confirm_exit(turn: Turn, state: Report, step: Step, reading: Reading) -> ConversationState | None:
+    """The answer to "Stop and erase?": yes erases; no takes the earlier message as what it
+    seemed to be; anything else is a new message (the earlier one is kept, not stored as an answer)."""
+    pending, state.confirming_exit = state.confirming_exit or "", None
+    said = turn.vocabulary.answer(reading.text, (YES, NO), state.speaking)
+    if said == YES or reading.is_(Control.EXIT):
+        await filing.erase(turn, state)
+        turn.say(state.speaking, "erased", purpose=Purpose.ERASED)
+        return None
+    if said == NO:
+        return await _answer_step(turn, state, step, pending)
+    state.keep([pending])
+    return await answer(turn, state, reading)
+
+
+async def _switch_language(turn: Turn, state: Report, step: Step, text: str) -> ConversationState | None:
+    """LANG: "francais svp" switches at once (at the language question it is the answer); plain
+    LANG shows the language question."""
+    named = turn.vocabulary.language_named(text)
+    if named in SUPPORTED_LANGUAGES and step.id == FIRST_STEP:
+        return await _choose(turn, state, step, next(o for o in step.options if o.answer == named))
+    if named in SUPPORTED_LANGUAGES:
+        state.language = named
+        turn.say(named, "language.changed")
+        prompts.show(turn, state)
+        return state
+    if step.id != FIRST_STEP:
+        state.resume_step = step.id
+    state.step = FIRST_STEP
+    prompts.show(turn, state)
+    return state
 
 
 def _back(turn: Turn, state: Report, step: Step) -> Report:
@@ -130,24 +220,22 @@ def _back(turn: Turn, state: Report, step: Step) -> Report:
         state.returning = False
     else:
         turn.say(state.speaking, "back.first")
-    _prompt(turn, state)
+    prompts.show(turn, state)
     return state
 
 
 async def _answer_step(turn: Turn, state: Report, step: Step, text: str) -> ConversationState | None:
     language = state.speaking
     if step.kind is StepKind.CHOICE:
-        option = step.option_for(choice_value(text) or "") or _option_by_label(turn, step, text)
-        if option is None and step.id == FIRST_STEP:
+        option = _option_for(turn, state, step, text)
+        if option is not None:
+            return await _choose(turn, state, step, option)
+        if step.id == FIRST_STEP:
             return await _language_from_text(turn, state, text)
-        if option is None:
-            turn.say(language, "reprompt.choice")
-            _prompt(turn, state)
-            return state
-        return await _choose(turn, state, step, option)
+        return await _unplaced(turn, state, step, text)
     if not text:
         turn.say(language, "reprompt.text")
-        _prompt(turn, state)
+        prompts.show(turn, state)
         return state
     kept = pieces(text, turn.config.max_text_chars)
     if step.kind is StepKind.MULTI_TEXT:
@@ -155,38 +243,128 @@ async def _answer_step(turn: Turn, state: Report, step: Step, text: str) -> Conv
         if room <= 0:
             turn.say(language, "details.full")  # said, not silently dropped
             return state
-        state.answers.add_details(kept[:room])
+        state.keep(kept[:room])
         await filing.update_case(turn, state)
         turn.say(language, "details.full" if len(kept) > room else "details.more")
         return state
+    if choice_value(text) is not None and state.reasked != step.id:
+        # "2" at Where is most likely an answer to an earlier question: ask once more.
+        state.reasked = step.id
+        turn.say(language, "reprompt.text")
+        prompts.show(turn, state)
+        return state
     if len(kept) > 1:
-        state.answers.add_details(kept[1:])  # the rest of a very long answer is kept as details
+        state.keep(kept[1:])  # the rest of a very long answer is kept as details
     return await _record(turn, state, step, kept[0])
 
 
-def _option_by_label(turn: Turn, step: Step, text: str) -> Option | None:
-    """Typed words work too: "yes", "oui", "Témoin"."""
+def _option_for(turn: Turn, state: Report, step: Step, text: str) -> Option | None:
+    """The option a reply picks: its number (a decimal digit of any script), its label in any
+    language, or the words people use for it (``Option.words``, from the catalogues)."""
+    option = step.option_for(choice_value(text) or "")
+    if option is not None:
+        return option
     wanted = fold(text)
-    if not wanted:
-        return None
-    for option in step.options:
-        if any(fold(turn.text(lang, option.label_key)) == wanted for lang in turn.catalogues.languages):
-            return option
+    if wanted:
+        for candidate in step.options:
+            if any(fold(turn.text(lang, candidate.label_key)) == wanted for lang in turn.catalogues.languages):
+                return candidate
+    lists = [o.words for o in step.options if o.words]
+    if len(lists) == len(step.options):
+        found = turn.vocabulary.answer(text, lists, state.language, numbered=True)
+        return next((o for o in step.options if o.words == found), None) if found else None
     return None
 
 
-async def _language_from_text(turn: Turn, state: Report, text: str) -> Report:
-    """At the language prompt, plain words in a clear language choose it (and are kept if substantial)."""
-    language = guess_language(text)
-    if language is None:
-        turn.say("en", "reprompt.choice")
-        _prompt(turn, state)
+async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> ConversationState | None:
+    """A reply that is none of the options: kept, never discarded. Something that describes or
+    names a place goes to the details (and the place), and the question is asked once more;
+    anything else is that step's answer as typed ("farm work", "yesterday")."""
+    language = state.speaking
+    if not text:
+        turn.say(language, "reprompt.choice")
+        prompts.show(turn, state)
         return state
-    if has_substance(text):
-        state.answers.add_details(pieces(text, turn.config.max_text_chars))
-    state.language = language
-    await _enter(turn, state, QUESTION_AFTER_LANGUAGE)
+    described = has_substance(turn, text) or turn.vocabulary.mentions(text, PLACE)
+    if step.meta:
+        if described:
+            _keep_described(turn, state, text)
+            await filing.update_case(turn, state)
+            turn.say(language, "kept.noted")
+        else:
+            turn.say(language, "reprompt.choice")
+        prompts.show(turn, state)
+        return state
+    if described:
+        _keep_described(turn, state, text)
+        if state.reasked != step.id:
+            state.reasked = step.id
+            await filing.update_case(turn, state)
+            turn.say(language, "kept.noted")
+            prompts.show(turn, state)
+            return state
+        return await _record(turn, state, step, None)  # asked twice: it stays in the details
+    return await _record(turn, state, step, text)
+
+
+def _keep_described(turn: Turn, state: Report, text: str) -> None:
+    """A description typed early goes to the details; one that names a place is also the place
+    until the person answers Where (they are asked it all the same)."""
+    state.keep(pieces(text, turn.config.max_text_chars))
+    if not state.answers.where and turn.vocabulary.mentions(text, PLACE):
+        state.answers.where = text[: turn.config.max_text_chars]
+
+
+async def _language_from_text(turn: Turn, state: Report, text: str) -> Report:
+    """At the language prompt every message is kept. Words in English or French choose it; a
+    message in another language gets one line pointing to the hotline's interpreters."""
+    language = turn.vocabulary.language_named(text) or language_of_text(turn, text)
+    if text and (language is None or has_substance(turn, text)):
+        state.keep(pieces(text, turn.config.max_text_chars))
+    if language in SUPPORTED_LANGUAGES:
+        state.language = language
+        await _enter(turn, state, QUESTION_AFTER_LANGUAGE)
+        return state
+    if identify(text) == "other" and not state.language_unknown:
+        state.language_unknown = True
+        turn.say("en", "language.other", support_line=_support_number(turn))
+    elif text:
+        turn.say("en", "reprompt.choice")
+    prompts.show(turn, state)
     return state
+
+
+def _support_number(turn: Turn) -> str:
+    return turn.config.support_line or turn.text("en", "support.default")
+
+
+async def _danger_said(turn: Turn, state: Report, step: Step, text: str) -> ConversationState | None:
+    """A danger phrase at a step of a report not yet urgent: urgent now, like answering Yes; the
+    message is kept where it belongs; Where comes next if the place is not known."""
+    await _urgent(turn, state)
+    if step.id == "danger":
+        return await _record(turn, state, step, "yes", written=True)
+    if step.kind is StepKind.TEXT:
+        return await _record(turn, state, step, text[: turn.config.max_text_chars])
+    _keep_described(turn, state, text)
+    await filing.update_case(turn, state)
+    if step.id == FIRST_STEP and state.language is None:
+        prompts.show(turn, state)  # the place is asked once the language is known
+        return state
+    if "where" not in state.history:
+        state.resume_step = None
+        await _enter(turn, state, "where")
+    else:
+        prompts.show(turn, state)
+    return state
+
+
+async def _urgent(turn: Turn, state: Report) -> None:
+    """Mark the report urgent and tell the person (in both languages while none is chosen)."""
+    await filing.mark_urgent(turn, state)
+    state.history = [*(s for s in state.history if s != "danger"), "danger"]
+    for language in (state.language,) if state.language else SUPPORTED_LANGUAGES:
+        turn.say(language, "danger.urgent")
 
 
 async def _choose(turn: Turn, state: Report, step: Step, option: Option) -> ConversationState | None:
@@ -196,7 +374,7 @@ async def _choose(turn: Turn, state: Report, step: Step, option: Option) -> Conv
         if state.resume_step:
             state.step, state.resume_step = state.resume_step, None
             turn.say(option.answer, "language.changed")
-            _prompt(turn, state)
+            prompts.show(turn, state)
             return state
         await _enter(turn, state, step.next)
         return state
@@ -208,12 +386,12 @@ async def _choose(turn: Turn, state: Report, step: Step, option: Option) -> Conv
         return None
     if option.effect is Effect.CHANGE:
         state.step = "change"
-        _prompt(turn, state)
+        prompts.show(turn, state)
         return state
     if option.goto:
         state.returning = True
         state.step = option.goto
-        _prompt(turn, state)
+        prompts.show(turn, state)
         return state
     if option.effect is Effect.MARK_URGENT:
         await filing.mark_urgent(turn, state)
@@ -236,6 +414,7 @@ async def _record(turn: Turn, state: Report, step: Step, answer: str | None, *, 
 async def _advance(turn: Turn, state: Report, step: Step) -> Report:
     if not step.meta:
         state.history = [*(s for s in state.history if s != step.id), step.id]
+    state.reasked = None
     await _enter(turn, state, _following(state, step))
     return state
 
@@ -249,6 +428,10 @@ def _following(state: Report, step: Step) -> str | None:
         return "review"
     if step.meta:
         return step.next
+    return _first_pending(state)
+
+
+def _first_pending(state: Report) -> str | None:
     pending = [s for s in REPORT_STEPS if s.id not in state.history]
     if state.answers.danger == "yes":
         pending.sort(key=lambda s: not s.urgent_first)
@@ -256,48 +439,13 @@ def _following(state: Report, step: Step) -> str | None:
 
 
 async def _enter(turn: Turn, state: Report, step_id: str | None) -> None:
-    """Move to a step, showing notices on the way, then the step's prompt."""
+    """Move to a step, showing notices on the way, then the step's prompt. A report question
+    already answered (danger said early) is passed for the next one pending."""
     while step_id is not None and BY_ID[step_id].kind is StepKind.NOTICE:
         turn.say(state.speaking, BY_ID[step_id].question_key)
         step_id = BY_ID[step_id].next
+    if step_id is not None and step_id in state.history and not state.returning:
+        step_id = _first_pending(state)
     if step_id is not None:
         state.step = step_id
-        _prompt(turn, state)
-
-
-# --- prompts ------------------------------------------------------------------------------------
-
-
-def _prompt(turn: Turn, state: Report) -> None:
-    step = BY_ID[state.step]
-    language = state.speaking
-    if step.id == "review":
-        question = turn.text(language, step.question_key, summary=summary(turn, state))
-    else:
-        question = turn.text(language, step.question_key)
-    choices = tuple(Choice(o.value, turn.text(language, o.label_key)) for o in step.options)
-    if step.skippable and step.kind is StepKind.CHOICE:
-        choices += (Choice(SKIP_VALUE, turn.text(language, "choice.skip")),)
-    lines = [question, *(f"{c.value} {c.label}" for c in choices)]
-    if step.kind is StepKind.MULTI_TEXT and state.answers.details:
-        lines.append(turn.text(language, "details.kept"))
-    turn.say_text(language, step.question_key, "\n".join(lines), choices)
-
-
-def preview(text: str, limit: int = SUMMARY_PREVIEW_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-
-
-def summary(turn: Turn, state: Report) -> str:
-    language = state.speaking
-    lines = []
-    for step in REPORT_STEPS:
-        value = state.answers.get(step.id)
-        if step.kind is StepKind.MULTI_TEXT and value:
-            shown = turn.text(language, "summary.details_count", count=len(value), preview=preview(value[0]))
-        elif step.kind is StepKind.TEXT and isinstance(value, str):
-            shown = preview(value)
-        else:
-            shown = answer_label(turn.catalogues, language, step.id, value)
-        lines.append(f"{turn.text(language, step.summary_key)}: {shown}")
-    return "\n".join(lines)
+        prompts.show(turn, state)

@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timezone
 
 from bot.messages import Purpose
-from handlers.alerts import AlertEvent, answer_label, enqueue_alert, tip_flags
+from handlers.alerts import AlertEvent, answer_label, enqueue_alert, language_shown, tip_flags
 from handlers.flow import REPORT_STEPS
 from handlers.turn import Turn
 from storage.records import OPEN_STATUSES, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
@@ -96,7 +96,7 @@ async def _show(turn: Turn, language: str, tip: Tip, rest: str) -> None:
         lines.append(" · ".join(flags))
     for step in REPORT_STEPS:
         lines.append(f"{t(language, step.summary_key)}: {answer_label(turn.catalogues, language, step.id, tip.answers.get(step.id))}")
-    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {tip.language}")
+    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {language_shown(turn.catalogues, language, tip)}")
     followups = await turn.tx.followups.for_tip(tip.id)
     if followups:
         lines.append(t(language, "officer.followups") + ":")

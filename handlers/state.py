@@ -81,6 +81,9 @@ class Report(_Model):
     resume_step: str | None = None  # the step LANG interrupted
     tip_id: str | None = None  # the case an urgent alert created
     urgent_repeated: bool = False  # that case was past the sender's hourly urgent-alert limit
+    confirming_exit: str | None = None  # a message that may have meant EXIT, until the person says
+    reasked: str | None = None  # the step asked once more after an answer it could not place
+    language_unknown: bool = False  # the person wrote in neither English nor French
 
     @field_validator("step", "resume_step")
     @classmethod
@@ -111,9 +114,14 @@ class Report(_Model):
         return found
 
     def has_substance(self) -> bool:
-        """Worth filing if left unfinished: danger, a place, or details."""
+        """Worth filing if left unfinished: danger, a place, or details. (A message waiting for
+        "Stop and erase?" is not: it may have been an EXIT, and an exit is never filed.)"""
         a = self.answers
         return a.danger == "yes" or bool(a.where) or bool(a.details)
+
+    def keep(self, lines: list[str]) -> None:
+        """Keep text the person typed that answers no question as it stands (never dropped)."""
+        self.answers.add_details(lines)
 
 
 class Addition(_Model):
@@ -123,6 +131,7 @@ class Addition(_Model):
     lines: list[str] = Field(default_factory=list)
     language: str = "en"
     channel: str = "unknown"
+    confirming_exit: str | None = None  # a line that may have meant EXIT, until the person says
 
     @property
     def speaking(self) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from bot.i18n import Catalogues
 from bot.messages import Choice, InboundMessage, OutboundMessage, Purpose
+from handlers.understanding import Vocabulary
 from storage.interfaces import Repositories
 
 
@@ -16,6 +17,7 @@ class ConversationConfig:
     draft_timeout_seconds: float = 30 * 60
     support_line: str | None = None  # None: the catalogue's default hotline
     alert_sinks: tuple[str, ...] = ("console",)
+    update_sinks: tuple[str, ...] | None = None  # those of alert_sinks that take update alerts (None: all)
     # One answer or one details entry: a channel's own maximum (Telegram and WhatsApp allow 4,096);
     # a longer message is kept as several entries, never cut.
     max_text_chars: int = 4096
@@ -36,6 +38,7 @@ class Turn:
     catalogues: Catalogues
     config: ConversationConfig
     receipt_hash: Callable[[str], str]  # keyed hash of a receipt's digits
+    vocabulary: Vocabulary  # the catalogues' word lists, read once
     replies: list[OutboundMessage] = field(default_factory=list)
     alerts_queued: int = 0
 

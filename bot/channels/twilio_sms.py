@@ -50,7 +50,8 @@ from bot.runtime import Runtime
 from bot.settings import Settings, SettingsError
 from bot.sms_segments import split_for_twilio
 from handlers.alerts import AlertEvent, tip_flags
-from handlers.words import Word, fold, global_word
+from handlers.understanding import Control
+from handlers.words import fold
 from storage.records import OutboxItem, OutboxStatus, Tip
 
 log = logging.getLogger(__name__)
@@ -158,11 +159,6 @@ def carrier_action(channel: str, text: str, opt_out_type: str | None) -> str | N
     return None
 
 
-def _word(text: str) -> Word | None:
-    found = global_word(text)
-    return found[0] if found else None
-
-
 def officer_text(composer: AlertComposer, tip: Tip, event: AlertEvent) -> str:
     """Case number and flags only: an SMS to an officer's phone never carries what was reported."""
     t = composer.catalogues.text
@@ -187,6 +183,10 @@ def _delivery_error(exc: BaseException) -> DeliveryError:
 class OfficerSmsSink:
     """Short officer alerts (and service notices) by SMS. ``target`` is a pseudonym; the number
     comes from settings."""
+
+    # An on-call phone gets the urgent alert and the filed tip, not an SMS for every answer of an
+    # urgent case filling in (the officer group reads those).
+    wants_updates = False
 
     def __init__(self, rest: Callable[[], TwilioRest], composer: AlertComposer, numbers: dict[str, str]) -> None:
         self.rest = rest
@@ -325,10 +325,10 @@ class SmsChannel:
         text, kind = inbound.body, InboundKind.TEXT
         if action == "stop":
             # STOP, ARRET, QUIT… already erase; the other opt-out words mean the same thing here.
-            text = text if _word(text) is Word.EXIT else "STOP"
+            text = text if runtime.engine.vocabulary.read(text).is_(Control.EXIT) else "STOP"
         elif action == "start":
             text, kind = "", InboundKind.START
-        elif action == "help" and _word(text) is not Word.HELP:
+        elif action == "help" and not runtime.engine.vocabulary.read(text).is_(Control.HELP):
             text = "HELP"  # a help keyword configured in Twilio's console: our help, not a report
         elif "Latitude" in form and not text and not inbound.num_media:
             kind = InboundKind.UNSUPPORTED  # a shared WhatsApp location: answered calmly, not kept

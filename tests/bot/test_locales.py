@@ -52,6 +52,8 @@ def test_every_key_the_flow_uses_exists_and_the_flow_is_valid() -> None:
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("key", sorted(CATALOGUES.keys()))
 def test_each_message_fits_its_sms_budget(language: str, key: str) -> None:
+    if key.startswith("words."):
+        return  # word lists are read, never sent
     text = CATALOGUES.messages[language][key]
     sample = text.format(**{name: "123-456-789-012" for name in placeholders(text)}) if placeholders(text) else text
     if key.startswith(OFFICER_SIDE):

@@ -26,7 +26,7 @@ from tests.channels.officer_app import (  # noqa: F401 - fake_server, fake and s
     serve,
     tipster,
 )
-from tests.channels.test_telegram_app import CATALOGUES, CHAT, DETAILS, PLACE, finish_english_conversation, opening
+from tests.channels.test_telegram_app import CATALOGUES, CHAT, DETAILS, PLACE, RECEIPT, finish_english_conversation, opening
 from tests.channels.test_twilio_sms import (  # noqa: F401 - fake_twilio is a fixture used by name
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -98,7 +98,8 @@ def test_a_reply_round_trip_with_a_telegram_tipster(serve, fake: FakeTelegramAPI
     running = serve()
     group = Group(fake, running.url)
     person = tipster(fake, running)
-    finish_english_conversation(person)  # accepts replies
+    receipt, _offer = finish_english_conversation(person)  # accepts replies
+    code = RECEIPT.search(receipt["text"]).group(0)
     case = case_of(running)
 
     alert = group.alert(CATALOGUES.text("en", "alert.new", case=case))
@@ -113,9 +114,13 @@ def test_a_reply_round_trip_with_a_telegram_tipster(serve, fake: FakeTelegramAPI
 
     (sent,) = group.type(f"/reply {case} Which floor is the room on?")
     assert sent["text"] == CATALOGUES.text("en", "officer.reply.sent", case=case)
-    expected = CATALOGUES.text("en", "tipster.reply", text="Which floor is the room on?")
-    relayed = group.wait_for(lambda: [m for m in person.sent() if m["text"] == expected])
+    # The phone is told, without the content, that something arrived; CHECK reads it.
+    notice = CATALOGUES.text("en", "tipster.reply_notice")
+    relayed = group.wait_for(lambda: [m for m in person.sent() if m["text"] == notice])
     assert relayed[0]["protect_content"] == "true"  # like every message to a tipster
+    assert not any("Which floor" in m["text"] for m in person.sent())
+    checked = [m["text"] for m in person.say(f"CHECK {code}")]
+    assert CATALOGUES.text("en", "check.reply", text="Which floor is the room on?") in checked
 
     assert [m["text"] for m in person.say("Third floor, room 312")] == [CATALOGUES.text("en", "tipster.answer_sent")]
     answered = group.alert(CATALOGUES.text("en", "alert.answer", case=case))
@@ -149,7 +154,8 @@ def test_a_reply_round_trip_with_an_sms_tipster(serve, fake: FakeTelegramAPI, fa
         return messages(response)
 
     for said, _ in ENGLISH_FLOW:  # accepts replies
-        assert sms(said)
+        last = sms(said)
+    code = RECEIPT.search(" ".join(last)).group(0)
     case = case_of(running)
     alert = group.alert(CATALOGUES.text("en", "alert.new", case=case))
     assert "sms" in alert["text"]
@@ -158,9 +164,10 @@ def test_a_reply_round_trip_with_an_sms_tipster(serve, fake: FakeTelegramAPI, fa
     assert "Motel Lune, 12 rue Fictive" in shown["text"] and "A grey van parks there at night" in shown["text"]
     group.type(f"/reply {case} Is the van there tonight?")
 
-    body = CATALOGUES.text("en", "tipster.reply", text="Is the van there tonight?")
+    body = CATALOGUES.text("en", "tipster.reply_notice")  # content-free: the lock screen learns nothing
     group.wait_for(lambda: twilio.sent())
     assert twilio.sent() == [{"To": number, "From": FROM_NUMBER, "Body": body}]
+    assert "Is the van there tonight?" in " ".join(sms(f"CHECK {code}"))
 
     assert sms("Yes, since 10pm") == [CATALOGUES.text("en", "tipster.answer_sent")]
     group.alert(CATALOGUES.text("en", "alert.answer", case=case))

@@ -245,9 +245,8 @@ async def test_help_lang_back_and_reprompts_in_both_languages(engine: Engine) ->
             (OPEN, ["language.question"]),
             ("1", ["safety.notice", "danger.question"]),
             ("BACK", ["back.first", "danger.question"]),
-            ("maybe?", ["reprompt.choice", "danger.question"]),
-            ("help", ["help.flow", "danger.question"]),
-            ("3", ["role.question"]),
+            ("maybe?", ["role.question"]),  # the person's own words for "don't know"
+            ("help", ["help.flow", "role.question"]),
             ("LANGUE", ["language.question"]),
             ("2", ["language.changed", "role.question"]),
             ("aide", ["help.flow", "role.question"]),
