@@ -191,13 +191,14 @@ async def test_support_line_is_configurable(engine: Engine) -> None:
 async def test_first_message_with_substance_is_kept_and_sets_the_language(engine: Engine, store: SqliteStore) -> None:
     talk = Talk(engine)
     first = "Il y a des filles enfermées dans le salon de massage sur la rue Imaginaire"
-    await run_transcript(talk, [(first, ["safety.notice", "danger.question"])])
+    # "enfermées" is a danger phrase: urgent at once, and the place is asked first.
+    await run_transcript(talk, [(first, ["danger.urgent", "safety.notice", "where.question"])])
     draft = await store.drafts.get(talk.sender)
     assert draft.state["language"] == "fr" and draft.state["answers"]["details"] == [first]
     replies = await run_transcript(
         talk,
-        [("2", ["role.question"]), ("2", ["kind.question"]), ("1", ["minors.question"]), ("3", ["where.question"]),
-         ("0", ["when.question"]), ("0", ["details.question"])],
+        [("rue Imaginaire", ["role.question"]), ("2", ["kind.question"]), ("1", ["minors.question"]), ("3", ["when.question"]),
+         ("0", ["details.question"])],
     )  # fmt: skip
     assert engine.catalogues.text("fr", "details.kept") in replies[-1][0].text
 
