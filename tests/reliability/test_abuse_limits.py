@@ -180,7 +180,11 @@ async def test_a_flood_gets_one_calm_slow_down_then_silence_and_the_database_doe
         assert tipline.rows("processed") == burst  # not even the flood's message ids were kept
     async with tipline.store() as store:
         draft = await store.drafts.get(tipline.runtime.cipher.pseudonym("sms", sender))
-    assert draft is not None and draft.state["step"] == "language" and "x" * 100 not in json.dumps(draft.state)
+    assert draft is not None and draft.state["step"] == "language"
+    # A message let through by a refill is kept like any first message (nothing anyone types is
+    # dropped); the dropped flood itself leaves no trace.
+    kept = json.dumps(draft.state).count("x" * 1500)
+    assert kept <= len(answered) and (refills > 0 or kept == 0)
 
     # Once the sender calms down, the conversation goes on where it was (the language question).
     await asyncio.sleep(1 / limiter.rate + 0.1)
