@@ -2,11 +2,14 @@
 (``telegram_alerts``) and give commands (``telegram_officers``).
 
 Updates arrive by webhook (``POST /telegram/webhook``, verified by the secret token Telegram sends
-before the body is read) or by long polling; both feed :meth:`TelegramChannel.process`, which says
-whether the update is done or must come again. An update is done only once the engine committed it
-and its replies were sent, so a failure to send asks Telegram to deliver it again (503 to the
-webhook; in polling, its offset is not confirmed). The engine de-duplicates by update id, so the
-second delivery re-sends the same replies without filing anything twice.
+before the body is read) or by long polling (``telegram_polling``); both feed the raw JSON object
+to :meth:`TelegramChannel.handle`, which says whether the update is done or must come again. An
+update is done only once the engine committed it and its replies were sent, so a failure to send
+asks for it again (503 to the webhook; in polling, a retry in that chat's lane). The engine
+de-duplicates by update id, so the second delivery re-sends the same replies without filing
+anything twice. An update python-telegram-bot cannot parse is not refused: a private text message
+in it is handled from its raw fields, anything else is acknowledged and counted
+(``telegram_raw``).
 
 Privacy: chat ids, user ids, names and text are never logged, stored in clear or put in an
 exception; log lines name the update id and the first 8 characters of the sender pseudonym. Every
@@ -20,8 +23,8 @@ import asyncio
 import hmac
 import json
 import logging
-import traceback
 from collections import OrderedDict
+from typing import Any
 from contextlib import suppress
 from urllib.parse import urlsplit
 
@@ -48,10 +51,13 @@ from bot.channels.telegram_messages import (
     delete_offer,
     inbound_from_choice,
     inbound_from_message,
+    inbound_from_raw,
     split_text,
     well_formed,
 )
+from bot.channels.telegram_raw import NotUnderstood, RawText, private_text, update_id_of
 from bot.keyed_locks import KeyedLocks
+from bot.logs import exception_outline
 from bot.messages import InboundMessage, OutboundMessage, Purpose
 from bot.outbox import DeliveryError, Sink
 from bot.runtime import Runtime
@@ -70,11 +76,6 @@ MAX_UPDATE_FAILURES = 5
 
 class TelegramSetupError(RuntimeError):
     """Telegram refused the channel's set-up (bad token, webhook URL rejected)."""
-
-
-def _frames(exc: BaseException) -> str:
-    """Where an exception happened, without its message (which could quote personal data)."""
-    return "".join(traceback.format_tb(exc.__traceback__))
 
 
 def _hold_library_logs() -> None:
@@ -96,6 +97,7 @@ class TelegramChannel:
         limits: FloodLimits | None = None,
         poll_timeout: float = 30.0,
         retry_delay: float = 5.0,
+        update_retry_delay: float = 1.0,
     ) -> None:
         token = settings.telegram.token
         if token is None or not token.get_secret_value():
@@ -117,12 +119,14 @@ class TelegramChannel:
         self._limits = limits or FloodLimits()
         self._poll_timeout = poll_timeout
         self._retry_delay = retry_delay
+        self._update_retry_delay = update_retry_delay
         self._runtime: Runtime | None = None
         self._memory: ConversationMemory | None = None
         self._bot: ExtBot | None = None
         self._locks = KeyedLocks()
         self._pressed: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._failures: OrderedDict[int, int] = OrderedDict()  # update id -> failed attempts
+        self.not_understood = NotUnderstood()
         self._poller: Poller | None = None
         self._task: asyncio.Task | None = None  # polling, or registering the webhook late
         self._stopped = asyncio.Event()
@@ -170,11 +174,13 @@ class TelegramChannel:
         if self.mode == "polling":
             self._poller = Poller(
                 self._bot,
-                self.process,
+                self.handle,
                 self._connect,
                 allowed_updates=ALLOWED_UPDATES,
                 timeout=self._poll_timeout,
                 retry_delay=self._retry_delay,
+                update_retry_delay=self._update_retry_delay,
+                max_attempts=MAX_UPDATE_FAILURES,
             )
             self._task = asyncio.create_task(self._poller.run(connected), name="telegram-polling")
         elif not connected:
@@ -259,22 +265,33 @@ class TelegramChannel:
             return PlainTextResponse("forbidden", status_code=403)
         if self._bot is None or self._runtime is None:
             return PlainTextResponse("not ready", status_code=503)
-        update = self._parse(await request.body())
-        if update is None:
+        try:
+            data = json.loads(await request.body())
+        except (ValueError, RecursionError):
+            data = None
+        if update_id_of(data) is None:
+            # Not JSON, not an object, or no integer update_id: not from Telegram.
             return PlainTextResponse("not a Telegram update", status_code=400)
-        outcome = await self.process(update)
+        outcome = await self.handle(data)
         return Response(status_code=outcome.value)
 
-    def _parse(self, body: bytes) -> Update | None:
+    async def handle(self, data: dict[str, Any]) -> Outcome:
+        """One update as Telegram sent it (a JSON object with an integer update_id), from the
+        webhook or the poller; never raises. Parsed by python-telegram-bot when it can be; if not,
+        a private text message is taken from its raw fields, and anything else is acknowledged."""
+        update = self._strict(data)
+        if update is not None:
+            return await self.process(update)
+        raw = private_text(data)
+        if raw is not None:
+            return await self._process_raw(raw)
+        self.not_understood.record(data["update_id"], data)
+        return Outcome.DONE
+
+    def _strict(self, data: dict[str, Any]) -> Update | None:
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(data, dict) or type(data.get("update_id")) is not int or not well_formed(data):
-            return None
-        try:
-            return Update.de_json(data, self._bot)
-        except Exception:  # noqa: BLE001 - whatever PTB cannot read is not an update (400)
+            return Update.de_json(data, self._bot) if well_formed(data) else None
+        except Exception:  # noqa: BLE001 - whatever PTB cannot read goes the raw way
             return None
 
     async def process(self, update: Update) -> Outcome:
@@ -295,12 +312,27 @@ class TelegramChannel:
             async with self._locks.hold(sender):
                 return await self._private(update, chat.id, sender)
         except Exception as exc:  # noqa: BLE001 - a failure here must become "deliver again", not a 500
-            log.error("telegram update %s failed (%s)\n%s", update.update_id, type(exc).__name__, _frames(exc))
-            return self._retry_or_give_up(update.update_id)
+            return self._failed(update.update_id, exc)
+
+    async def _process_raw(self, raw: RawText) -> Outcome:
+        """A private text message PTB could not parse: the same conversation, lock and replies."""
+        try:
+            assert self._runtime is not None
+            log.info("telegram update %s read from its raw fields", raw.update_id)
+            sender = self._runtime.cipher.pseudonym(CHANNEL, str(raw.chat_id))
+            async with self._locks.hold(sender):
+                return await self._converse(inbound_from_raw(raw, sender), raw.chat_id, sender)
+        except Exception as exc:  # noqa: BLE001 - as in process()
+            return self._failed(raw.update_id, exc)
+
+    def _failed(self, update_id: int, exc: Exception) -> Outcome:
+        log.error("telegram update %s failed (%s)\n%s", update_id, type(exc).__name__, exception_outline(exc))
+        return self._retry_or_give_up(update_id)
 
     def _retry_or_give_up(self, update_id: int) -> Outcome:
         """Ask for the update again, but not forever: an update that keeps failing (a bug, not an
-        outage) would otherwise block every update behind it."""
+        outage) would otherwise come back for as long as Telegram keeps it (a day), and hold up
+        the later messages of its chat."""
         failures = self._failures.pop(update_id, 0) + 1
         self._failures[update_id] = failures
         while len(self._failures) > self._PRESSED_KEPT:
@@ -328,12 +360,17 @@ class TelegramChannel:
             inbound = inbound_from_message(update.message, update.update_id, sender)
             if inbound is None:
                 return Outcome.DONE
+        return await self._converse(inbound, chat_id, sender)
+
+    async def _converse(self, inbound: InboundMessage, chat_id: int, sender: str) -> Outcome:
+        """The engine's turn and its replies; the caller holds the sender's lock."""
+        assert self._runtime is not None and self._memory is not None
         replies = await self._runtime.engine.handle(inbound)
         sent: list[int] = []
         outcome = await self._send_replies(chat_id, sender, replies, sent)
         own = [inbound.message_ref] if inbound.message_ref else []
         await self._memory.remember(sender, own + [str(message_id) for message_id in sent])
-        log.debug("telegram update %s for %s: %d messages sent", update.update_id, sender[:8], len(sent))
+        log.debug("telegram update %s for %s: %d messages sent", inbound.provider_id, sender[:8], len(sent))
         return outcome
 
     def _first_press(self, sender: str, query: CallbackQuery, update_id: int) -> bool:
@@ -427,9 +464,12 @@ def build(
     limits: FloodLimits | None = None,
     poll_timeout: float = 30.0,
     retry_delay: float = 5.0,
+    update_retry_delay: float = 1.0,
 ) -> TelegramChannel | None:
     """The channel, or None when no bot token is configured."""
     token = settings.telegram.token
     if token is None or not token.get_secret_value():
         return None
-    return TelegramChannel(settings, limits=limits, poll_timeout=poll_timeout, retry_delay=retry_delay)
+    return TelegramChannel(
+        settings, limits=limits, poll_timeout=poll_timeout, retry_delay=retry_delay, update_retry_delay=update_retry_delay
+    )

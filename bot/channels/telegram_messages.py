@@ -1,6 +1,7 @@
 """Translation between PTB objects and Tipline's message types, both ways, with no I/O.
 
-Inbound: a private chat's ``Message`` or button press becomes an :class:`InboundMessage`.
+Inbound: a private chat's ``Message`` or button press becomes an :class:`InboundMessage`; so does
+a private text message read from raw JSON (``telegram_raw``) when PTB could not parse its update.
 Outbound: an :class:`OutboundMessage` becomes text pieces and an inline keyboard; the deletion
 offer gets its own two buttons. Callback data is the only state a button carries:
 ``c:<value>`` answers like typing ``<value>``; ``del:yes:<lang>`` / ``del:no:<lang>`` answer the
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
 from telegram.constants import MessageLimit
 
+from bot.channels.telegram_raw import RawText
 from bot.i18n import Catalogues
 from bot.messages import InboundKind, InboundMessage, OutboundMessage
 
@@ -54,6 +56,7 @@ def inbound_from_message(message: Message, update_id: int, sender: str) -> Inbou
         command = _command(message)
         if command is not None and command[0] == "start":
             # A deep link (t.me/bot?start=xyz) arrives as "/start xyz": the payload is the text.
+            # START with a payload opens a conversation; it is never an answer (the engine's rule).
             return InboundMessage(text=command[1], kind=InboundKind.START, **common)
         return InboundMessage(text=message.text, **common)
     if message.caption:
@@ -61,6 +64,24 @@ def inbound_from_message(message: Message, update_id: int, sender: str) -> Inbou
     if message.effective_attachment is not None:
         return InboundMessage(kind=InboundKind.UNSUPPORTED, **common)
     return None
+
+
+def inbound_from_raw(raw: RawText, sender: str) -> InboundMessage:
+    """A private text message whose update PTB could not parse, from its raw fields. Its entities
+    are not trusted (they may be what broke the update), so /start is recognised by its word:
+    Telegram marks a leading "/start" as a command in every message that has one."""
+    common = {
+        "channel": CHANNEL,
+        "sender": sender,
+        "provider_id": str(raw.update_id),
+        "language_hint": raw.language_code,
+        "reply_address": str(raw.chat_id),
+        "message_ref": str(raw.message_id) if raw.message_id is not None else None,
+    }
+    word, _, rest = raw.text.partition(" ")
+    if word[:1] == "/" and word[1:].split("@", 1)[0].lower() == "start":
+        return InboundMessage(text=rest.strip(), kind=InboundKind.START, **common)
+    return InboundMessage(text=raw.text, **common)
 
 
 def choice_value(query: CallbackQuery) -> str | None:
@@ -131,8 +152,9 @@ def split_text(text: str, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> list[str
 
 def well_formed(data: dict) -> bool:
     """Does an update hold what Telegram always sends, in the types it sends? python-telegram-bot
-    builds an Update from almost anything; refusing the rest here (400) keeps a broken update from
-    failing later and being asked for again and again (503)."""
+    builds an Update from almost anything; an update refused here is not handled as a PTB
+    ``Update`` (where it would fail later and be asked for again and again) but from its raw
+    fields, or acknowledged and counted (``telegram_raw``)."""
     for key in ("message", "edited_message"):
         if key in data and not _message_well_formed(data[key]):
             return False

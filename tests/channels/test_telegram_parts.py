@@ -1,6 +1,6 @@
 """The Telegram channel's parts, each through the real python-telegram-bot client against
 ``FakeTelegramAPI`` on loopback: flood limits, alert HTML and delivery errors, officers' replies
-to tipsters, start-up failures, and the polling loop's bookkeeping."""
+to tipsters, start-up failures, and when an update is given up."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from bot.channels.telegram_alerts import TelegramAlertSink, alert_html
 from bot.channels.telegram_limits import FloodLimiter, FloodLimits, Retries
 from bot.channels.telegram_messages import choice_keyboard, delete_answer, inbound_from_message, split_text
 from bot.messages import Choice, InboundKind, OutboundMessage
-from bot.channels.telegram_polling import Outcome, Poller
 from bot.i18n import Catalogues
 from bot.outbox import DeliveryError
 from bot.runtime import Runtime
@@ -324,28 +323,7 @@ async def test_unreachable_telegram_does_not_stop_start_up(make_settings, caplog
     assert "unreachable" in caplog.text
 
 
-# --- polling bookkeeping --------------------------------------------------------------------------
-
-
-async def test_polling_confirms_only_what_is_done_and_skips_what_was_done():
-    handled: list[int] = []
-    failing = {2}
-
-    async def process(update: Update) -> Outcome:
-        handled.append(update.update_id)
-        return Outcome.RETRY if update.update_id in failing else Outcome.DONE
-
-    async def connect() -> None:
-        return None
-
-    poller = Poller(None, process, connect, allowed_updates=["message"])  # type: ignore[arg-type]
-    offset, failed = await poller.handle_batch([Update(1), Update(2), Update(3)], None)
-    assert (offset, failed) == (2, True)  # 2 must come again; Telegram will resend 2 and 3
-
-    failing.clear()
-    offset, failed = await poller.handle_batch([Update(2), Update(3), Update(4)], offset)
-    assert (offset, failed) == (5, False)
-    assert handled == [1, 2, 3, 2, 4]  # 3 was not handled twice
+# --- giving up on an update (the polling lanes are tested in test_telegram_polling.py) -----------
 
 
 def test_an_update_that_keeps_failing_is_dropped_after_five_tries(make_settings) -> None:

@@ -129,6 +129,7 @@ class FakeTelegramAPI:
             self.commands: dict[tuple[str, str], list[Any]] = {}
             self.webhook_url = ""
             self._failures: dict[str, list[_Failure]] = {}
+            self._chat_failures: dict[str, int] = {}
             self._stubs: dict[str, Callable[[dict[str, Any]], Any]] = {}
             self._down = False
             self._ids = itertools.count(1)
@@ -158,6 +159,16 @@ class FakeTelegramAPI:
         with self._lock:
             self._failures.setdefault(method.lower(), []).append(_Failure(times, status, body))
 
+    def fail_chat(self, chat_id: Any, status: int | None = 502) -> None:
+        """Make every ``send*`` call to ``chat_id`` fail with ``status`` (an error Telegram
+        answers for one chat only: a 5xx from its data centre, or 403 for a blocked bot) until
+        called again with ``status=None``. Other chats are not affected."""
+        with self._lock:
+            if status is None:
+                self._chat_failures.pop(str(chat_id), None)
+            else:
+                self._chat_failures[str(chat_id)] = status
+
     def set_down(self, down: bool = True) -> None:
         """While down, every method answers HTTP 502 (an outage)."""
         with self._lock:
@@ -180,6 +191,10 @@ class FakeTelegramAPI:
         key = method.lower()
         with self._lock:
             status, body = self._precheck(token, key)
+            chat_status = self._chat_failures.get(str(params.get("chat_id")))
+            if body is None and chat_status is not None and key.startswith("send"):
+                status, body = chat_status, {"ok": False, "error_code": chat_status,
+                                             "description": _ERRORS.get(chat_status, "Injected failure")}
             call = Call(self._canonical.get(key, method), params, status)
             self.calls.append(call)
         if body is None:
