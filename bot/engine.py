@@ -21,7 +21,7 @@ from bot.keyed_locks import KeyedLocks
 from bot.logs import exception_outline
 from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, Purpose
 from bot.rate_limit import RateLimiter, Verdict
-from handlers import filing, followup, intake, officer
+from handlers import filing, followup, intake, officer, replies
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
 from handlers.understanding import Control, Reading, Vocabulary
@@ -71,7 +71,7 @@ class Engine:
         return bool(msg.provider_id) and await self.store.processed.replies_for(f"{msg.channel}:{msg.provider_id}") is not None
 
     def _slow_down(self, msg: InboundMessage) -> OutboundMessage:
-        language = intake.hinted_language(msg.language_hint) or "en"
+        language = replies.hinted_language(msg.language_hint) or "en"
         return OutboundMessage(self.catalogues.text(language, "rate.slow_down"), (), Purpose.INFO, "rate.slow_down", language)
 
     def _receipt_hash(self, digits: str) -> str:
@@ -142,7 +142,7 @@ class Engine:
         plain = self.vocabulary.read(text)
         if plain.is_(Control.EXIT) and not await self._readable(turn):
             # EXIT always works: a draft that cannot be read is deleted without interpreting it.
-            language = intake.hinted_language(msg.language_hint) or plain.language or "en"
+            language = replies.hinted_language(msg.language_hint) or plain.language or "en"
             await turn.tx.drafts.erase(msg.sender)
             turn.say(language, "erased", purpose=Purpose.ERASED)
             return
@@ -170,7 +170,7 @@ class Engine:
 
     async def _outside_draft(self, turn: Turn, reading: Reading) -> ConversationState | None:
         msg = turn.msg
-        language = intake.hinted_language(msg.language_hint) or reading.language or "en"
+        language = replies.hinted_language(msg.language_hint) or reading.language or "en"
         if msg.kind is InboundKind.UNSUPPORTED:
             turn.say(language, "unsupported")
             return None
@@ -231,7 +231,7 @@ class Engine:
     async def _rescue(self, msg: InboundMessage) -> list[OutboundMessage]:
         """After a failure: keep what the person typed with their conversation (or as the start of a
         new one when the old one is what failed), and answer calmly. Never raises."""
-        language = intake.hinted_language(msg.language_hint) or "en"
+        language = replies.hinted_language(msg.language_hint) or "en"
         try:
             key = _processed_key(msg)
             async with self.store.transaction() as tx:
@@ -255,7 +255,7 @@ class Engine:
 
     async def _keep(self, turn: Turn, text: str) -> ConversationState | None:
         sender, now = turn.msg.sender, turn.now
-        kept = intake.pieces(text, self.config.max_text_chars) if text else []
+        kept = replies.pieces(text, self.config.max_text_chars) if text else []
         try:
             draft = await turn.tx.drafts.get(sender)
             state = load_state(draft.state) if draft is not None and draft.expires_at > now else None
@@ -271,7 +271,7 @@ class Engine:
                 await turn.tx.followups.add(Followup(uuid.uuid4().hex, state.tip_id, "tipster", line, now))
         else:
             if not isinstance(state, Report):
-                state = Report(channel=turn.msg.channel, started_at=now, language=intake.hinted_language(turn.msg.language_hint))
+                state = Report(channel=turn.msg.channel, started_at=now, language=replies.hinted_language(turn.msg.language_hint))
             state.answers.add_details(kept)
         await self._save(turn, state)
         return state

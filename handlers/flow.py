@@ -53,6 +53,8 @@ class Step:
     meta: bool = False
     # Asked straight after someone says there is danger now: officers need it first.
     urgent_first: bool = False
+    # A reply stating an age below this ("she is 16", "15 ans") picks the first option.
+    age_below: int | None = None
 
     def option_for(self, value: str) -> Option | None:
         return next((o for o in self.options if o.value == value), None)
@@ -119,6 +121,7 @@ STEPS: tuple[Step, ...] = (
             ("1", "yes", "answer.yes", "words.yes"), ("2", "no", "answer.no", "words.no"), ("3", "unknown", "answer.dont_know", "words.dont_know")
         ),
         summary_key="summary.minors",
+        age_below=18,
     ),
     Step("where", StepKind.TEXT, "where.question", next="when", skippable=True, summary_key="summary.where", urgent_first=True),
     Step(

@@ -14,7 +14,7 @@ from bot.messages import Purpose
 from handlers.alerts import AlertEvent, Notice, enqueue_alert, enqueue_notice
 from handlers.filing import file_addition, format_receipt, receipt_digits
 from handlers import filing, intake
-from handlers.intake import pieces
+from handlers.replies import pieces
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent
 from handlers.turn import Turn
 from handlers.understanding import CHECK, NEW_REPORT, NO, THANKS, YES, Control, Reading
@@ -113,7 +113,7 @@ async def continue_add(turn: Turn, state: Addition, reading: Reading) -> Additio
     if state.confirming_exit is not None:
         pending, state.confirming_exit = state.confirming_exit, None
         said = turn.vocabulary.answer(reading.text, (YES, NO), language)
-        if said == YES or reading.is_(Control.EXIT):
+        if not reading.danger and (said == YES or reading.is_(Control.EXIT)):
             turn.say(language, "erased", purpose=Purpose.ERASED)
             return None
         state.lines = [*state.lines, pending]

@@ -17,42 +17,25 @@ How a message is understood, in order (the words themselves are in the catalogue
 
 from __future__ import annotations
 
+
 from bot.messages import Choice, InboundKind, Purpose
 from handlers import filing, prompts
 from handlers.flow import BY_ID, FIRST_STEP, QUESTION_AFTER_LANGUAGE, REPORT_STEPS, Effect, Option, Step, StepKind
 from handlers.language_id import identify
+from handlers.replies import (
+    SUPPORTED_LANGUAGES,
+    has_substance,
+    hinted_language,
+    language_of_text,
+    option_for,
+    pieces,
+    worth_keeping,
+)
 from handlers.state import ConversationState, Report
 from handlers.turn import Turn
-from handlers.understanding import GREETING, NO, PLACE, YES, Certainty, Control, Reading
+from handlers.understanding import DANGER, DANGER_ALONE, NO, PLACE, YES, Certainty, Control, Reading
 from handlers.words import choice_value, fold
 
-SUPPORTED_LANGUAGES = ("en", "fr")
-SUBSTANCE_WORDS, SUBSTANCE_LETTERS = 3, 12  # a message that describes something, not a bare answer
-
-
-def hinted_language(hint: str | None) -> str | None:
-    if not hint:
-        return None
-    code = hint.lower().replace("_", "-").split("-")[0]
-    return code if code in SUPPORTED_LANGUAGES else None
-
-
-def pieces(text: str, size: int) -> list[str]:
-    """A long message kept whole, as pieces of at most ``size`` characters (never cut silently)."""
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-def has_substance(turn: Turn, text: str) -> bool:
-    """Does a message describe something (beyond a greeting, a number or a word or two)?"""
-    words = turn.vocabulary.without_greeting(text)
-    return len(words) >= SUBSTANCE_WORDS and len("".join(words)) >= SUBSTANCE_LETTERS
-
-
-def language_of_text(turn: Turn, text: str) -> str | None:
-    """English or French when the message is clearly in it: a greeting ("allo", "hi") or what the
-    language identifier reads; None otherwise."""
-    found = turn.vocabulary.is_entry(text, GREETING) or identify(text)
-    return found if found in SUPPORTED_LANGUAGES else None
 
 
 # --- starting -----------------------------------------------------------------------------------
@@ -65,7 +48,7 @@ async def start(turn: Turn, reading: Reading) -> Report:
     text = reading.text
     state = Report(channel=msg.channel, started_at=turn.now)
     language = hinted_language(msg.language_hint) or reading.language or language_of_text(turn, text)
-    if text and reading.control is None and (has_substance(turn, text) or reading.danger):
+    if reading.control is None and worth_keeping(turn, text):
         _keep_described(turn, state, text)
     if not language and text and identify(text) == "other":
         state.language_unknown = True
@@ -112,7 +95,9 @@ async def answer(turn: Turn, state: Report, reading: Reading) -> ConversationSta
             return state
     if state.confirming_exit is not None:
         return await _confirm_exit(turn, state, step, reading)
-    if reading.danger and state.answers.danger != "yes":
+    if reading.danger and (state.answers.danger != "yes" or step.id == "danger"):
+        # At the danger question itself (BACK, or the change menu) a danger phrase is Yes, even
+        # when the report is already urgent.
         return await _danger_said(turn, state, step, text)
     if reading.control is not None:
         acted = await _control(turn, state, step, reading)
@@ -157,7 +142,7 @@ async def _control(turn: Turn, state: Report, step: Step, reading: Reading) -> o
     if control is Control.SKIP:
         if step.skippable:
             return await _record(turn, state, step, None)
-        if step.kind is StepKind.CHOICE and _option_for(turn, state, step, reading.text) is not None:
+        if step.kind is StepKind.CHOICE and option_for(turn, state, step, reading.text) is not None:
             return _NOT_A_CONTROL  # "none" may answer the question ("none" is also No)
         turn.say(language, "skip.refused")
         prompts.show(turn, state)
@@ -166,6 +151,14 @@ async def _control(turn: Turn, state: Report, step: Step, reading: Reading) -> o
         return await _advance(turn, state, step)
     if control is Control.DONE and step.id == "review":
         return await _choose(turn, state, step, step.options[0])  # "done" at the review: send it
+    if control is Control.DONE and step.kind is not StepKind.MULTI_TEXT:
+        # "that's all" at When or Where is no answer: a question that may be skipped is; any
+        # other is asked again.
+        if step.skippable:
+            return await _record(turn, state, step, None)
+        turn.say(language, "reprompt.choice" if step.kind is StepKind.CHOICE else "reprompt.text")
+        prompts.show(turn, state)
+        return state
     return _NOT_A_CONTROL
 
 
@@ -178,14 +171,22 @@ def ask_to_confirm_exit(turn: Turn, language: str) -> None:
 
 async def _confirm_exit(turn: Turn, state: Report, step: Step, reading: Reading) -> ConversationState | None:
     """The answer to "Stop and erase?": yes erases; no takes the earlier message as what it
-    seemed to be; anything else is a new message (the earlier one is kept, not stored as an answer)."""
+    seemed to be (a slip at a numbered question is dropped and the question asked again); anything else is a new message (the earlier one is kept, not stored as an answer)."""
     pending, state.confirming_exit = state.confirming_exit or "", None
+    if reading.danger:
+        # "yes help me" is a call for help, never a yes to erasing.
+        state.keep([pending])
+        return await answer(turn, state, reading)
     said = turn.vocabulary.answer(reading.text, (YES, NO), state.speaking)
     if said == YES or reading.is_(Control.EXIT):
         await filing.erase(turn, state)
         turn.say(state.speaking, "erased", purpose=Purpose.ERASED)
         return None
     if said == NO:
+        if step.kind is StepKind.CHOICE and option_for(turn, state, step, pending) is None and not has_substance(turn, pending):
+            # "exti", then "no, I don't want to stop": a slip, not an answer; ask the question again.
+            prompts.show(turn, state)
+            return state
         return await _answer_step(turn, state, step, pending)
     state.keep([pending])
     return await answer(turn, state, reading)
@@ -214,7 +215,9 @@ def _back(turn: Turn, state: Report, step: Step) -> Report:
         state.step = "review"
     elif step.id == FIRST_STEP and state.resume_step:
         state.step, state.resume_step = state.resume_step, None
-    elif state.history:
+    elif state.history and (step.id != FIRST_STEP or state.language):
+        # (Before a language is chosen there is nothing to go back to: "danger" may already be in
+        # the history when a danger phrase came first.)
         state.step = state.history[-1]
         state.history = state.history[:-1]
         state.returning = False
@@ -227,8 +230,10 @@ def _back(turn: Turn, state: Report, step: Step) -> Report:
 async def _answer_step(turn: Turn, state: Report, step: Step, text: str) -> ConversationState | None:
     language = state.speaking
     if step.kind is StepKind.CHOICE:
-        option = _option_for(turn, state, step, text)
+        option = option_for(turn, state, step, text)
         if option is not None:
+            if turn.vocabulary.says_more_than_an_answer(text):
+                state.keep(pieces(text, turn.config.max_text_chars))  # "no idea, he took my passport"
             return await _choose(turn, state, step, option)
         if step.id == FIRST_STEP:
             return await _language_from_text(turn, state, text)
@@ -258,24 +263,6 @@ async def _answer_step(turn: Turn, state: Report, step: Step, text: str) -> Conv
     return await _record(turn, state, step, kept[0])
 
 
-def _option_for(turn: Turn, state: Report, step: Step, text: str) -> Option | None:
-    """The option a reply picks: its number (a decimal digit of any script), its label in any
-    language, or the words people use for it (``Option.words``, from the catalogues)."""
-    option = step.option_for(choice_value(text) or "")
-    if option is not None:
-        return option
-    wanted = fold(text)
-    if wanted:
-        for candidate in step.options:
-            if any(fold(turn.text(lang, candidate.label_key)) == wanted for lang in turn.catalogues.languages):
-                return candidate
-    lists = [o.words for o in step.options if o.words]
-    if len(lists) == len(step.options):
-        found = turn.vocabulary.answer(text, lists, state.language, numbered=True)
-        return next((o for o in step.options if o.words == found), None) if found else None
-    return None
-
-
 async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> ConversationState | None:
     """A reply that is none of the options: kept, never discarded. Something that describes or
     names a place goes to the details (and the place), and the question is asked once more;
@@ -287,7 +274,8 @@ async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> Convers
         return state
     described = has_substance(turn, text) or turn.vocabulary.mentions(text, PLACE)
     if step.meta:
-        if described:
+        # At the review or the contact question a name or a word more is kept too ("Rob Smith").
+        if described or (worth_keeping(turn, text) and turn.vocabulary.says_more_than_an_answer(text)):
             _keep_described(turn, state, text)
             await filing.update_case(turn, state)
             turn.say(language, "kept.noted")
@@ -319,15 +307,16 @@ async def _language_from_text(turn: Turn, state: Report, text: str) -> Report:
     """At the language prompt every message is kept. Words in English or French choose it; a
     message in another language gets one line pointing to the hotline's interpreters."""
     language = turn.vocabulary.language_named(text) or language_of_text(turn, text)
-    if text and (language is None or has_substance(turn, text)):
+    if worth_keeping(turn, text):
         state.keep(pieces(text, turn.config.max_text_chars))
     if language in SUPPORTED_LANGUAGES:
         state.language = language
         await _enter(turn, state, QUESTION_AFTER_LANGUAGE)
         return state
-    if identify(text) == "other" and not state.language_unknown:
-        state.language_unknown = True
-        turn.say("en", "language.other", support_line=_support_number(turn))
+    if identify(text) == "other":
+        # Never "reply with one of the numbers" in a language the person does not read.
+        again, state.language_unknown = state.language_unknown, True
+        turn.say("en", "language.other_again" if again else "language.other", support_line=_support_number(turn))
     elif text:
         turn.say("en", "reprompt.choice")
     prompts.show(turn, state)
@@ -343,6 +332,8 @@ async def _danger_said(turn: Turn, state: Report, step: Step, text: str) -> Conv
     message is kept where it belongs; Where comes next if the place is not known."""
     await _urgent(turn, state)
     if step.id == "danger":
+        if not any(turn.vocabulary.is_entry(text, key) for key in (DANGER, DANGER_ALONE, YES)):
+            state.keep(pieces(text, turn.config.max_text_chars))  # "yes, he has a knife": more than Yes
         return await _record(turn, state, step, "yes", written=True)
     if step.kind is StepKind.TEXT:
         return await _record(turn, state, step, text[: turn.config.max_text_chars])

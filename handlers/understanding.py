@@ -304,6 +304,14 @@ class Vocabulary:
         for entry in {e for by_key in lists.values() for e in by_key.get(DANGER, ())}:
             self._danger_starts[entry[0]] = (*self._danger_starts.get(entry[0], ()), entry)
         self._danger_alone = frozenset(e for by_key in lists.values() for e in by_key.get(DANGER_ALONE, ()))
+        small_talk_keys = (GREETING, THANKS, *language_keys)
+        self._small_talk_words = frozenset(
+            word for by_key in lists.values() for key in small_talk_keys for e in by_key.get(key, ()) for word in e
+        )
+        answer_keys = (*small_talk_keys, *ANSWER_LISTS, *NUMBER_LISTS, NEGATION, NEAR_MISS)
+        self._answer_words = frozenset(
+            word for by_key in lists.values() for key in answer_keys for e in by_key.get(key, ()) for word in e
+        )
 
     @classmethod
     def from_catalogues(cls, catalogues: Catalogues) -> Vocabulary:
@@ -488,7 +496,8 @@ class Vocabulary:
             for entry, owner in self._fuzzy:
                 if owner is not control or entry[0] != word[0]:
                     continue
-                limit = max_distance(len(entry))
+                # A short word is one slip at most from an entry: "soir" is not "sortir" misspelt.
+                limit = min(max_distance(len(entry)), max(1, max_distance(len(word))))
                 d = distance(word, entry, limit)
                 if d <= limit and (best is None or d < best):
                     best = d
@@ -554,6 +563,19 @@ class Vocabulary:
         """The message's words, greetings left out (to tell "hi" from a first message with substance)."""
         greetings = {e[0] for by_key in self._lists.values() for e in by_key.get(GREETING, ()) if len(e) == 1}
         return tuple(w for w in tokens(text) if w not in greetings)
+
+    def only_small_talk(self, text: str) -> bool:
+        """Is every word of the message a word of a greeting, a thanks or a way of naming a
+        language ("hi", "ok english please", "bonjour, en français")? Such a message has nothing in
+        it for officers; any other word ("hi, the motel") makes it worth keeping."""
+        words = tokens(text)
+        return all(word in self._small_talk_words for word in words)
+
+    def says_more_than_an_answer(self, text: str) -> bool:
+        """Has the reply a word that is not part of any answer, number, greeting or thanks ("I
+        don't know, he took my passport": yes; "1 yes please", "i dont know": no)? Such a reply
+        picks an option and is kept as well."""
+        return any(word not in self._answer_words and _number(word) is None for word in tokens(text))
 
     # --- danger ---
 
