@@ -17,7 +17,6 @@ How a message is understood, in order (the words themselves are in the catalogue
 
 from __future__ import annotations
 
-
 from bot.messages import Choice, InboundKind, Purpose
 from handlers import filing, prompts
 from handlers.flow import BY_ID, FIRST_STEP, QUESTION_AFTER_LANGUAGE, REPORT_STEPS, Effect, Option, Step, StepKind
@@ -35,7 +34,6 @@ from handlers.state import ConversationState, Report
 from handlers.turn import Turn
 from handlers.understanding import DANGER, DANGER_ALONE, NO, PLACE, YES, Certainty, Control, Reading
 from handlers.words import choice_value, fold
-
 
 
 # --- starting -----------------------------------------------------------------------------------
@@ -171,7 +169,8 @@ def ask_to_confirm_exit(turn: Turn, language: str) -> None:
 
 async def _confirm_exit(turn: Turn, state: Report, step: Step, reading: Reading) -> ConversationState | None:
     """The answer to "Stop and erase?": yes erases; no takes the earlier message as what it
-    seemed to be (a slip at a numbered question is dropped and the question asked again); anything else is a new message (the earlier one is kept, not stored as an answer)."""
+    seemed to be (a slip at a numbered question is dropped and the question asked again); anything
+    else is a new message (the earlier one is kept, not stored as an answer)."""
     pending, state.confirming_exit = state.confirming_exit or "", None
     if reading.danger:
         # "yes help me" is a call for help, never a yes to erasing.
@@ -275,7 +274,7 @@ async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> Convers
     described = has_substance(turn, text) or turn.vocabulary.mentions(text, PLACE)
     if step.meta:
         # At the review or the contact question a name or a word more is kept too ("Rob Smith").
-        if described or (worth_keeping(turn, text) and turn.vocabulary.says_more_than_an_answer(text)):
+        if described or turn.vocabulary.says_more_than_an_answer(text):
             _keep_described(turn, state, text)
             await filing.update_case(turn, state)
             turn.say(language, "kept.noted")

@@ -304,14 +304,12 @@ class Vocabulary:
         for entry in {e for by_key in lists.values() for e in by_key.get(DANGER, ())}:
             self._danger_starts[entry[0]] = (*self._danger_starts.get(entry[0], ()), entry)
         self._danger_alone = frozenset(e for by_key in lists.values() for e in by_key.get(DANGER_ALONE, ()))
+        def words_of(*keys: str) -> frozenset[str]:
+            return frozenset(word for by_key in lists.values() for key in keys for e in by_key.get(key, ()) for word in e)
+
         small_talk_keys = (GREETING, THANKS, *language_keys)
-        self._small_talk_words = frozenset(
-            word for by_key in lists.values() for key in small_talk_keys for e in by_key.get(key, ()) for word in e
-        )
-        answer_keys = (*small_talk_keys, *ANSWER_LISTS, *NUMBER_LISTS, NEGATION, NEAR_MISS)
-        self._answer_words = frozenset(
-            word for by_key in lists.values() for key in answer_keys for e in by_key.get(key, ()) for word in e
-        )
+        self._small_talk_words = words_of(*small_talk_keys)
+        self._answer_words = words_of(*small_talk_keys, *ANSWER_LISTS, *NUMBER_LISTS, NEGATION, NEAR_MISS)
 
     @classmethod
     def from_catalogues(cls, catalogues: Catalogues) -> Vocabulary:

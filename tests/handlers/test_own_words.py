@@ -10,6 +10,18 @@ from storage.sqlite import SqliteStore
 from tests.handlers.transcript import OPEN, Talk, run_transcript
 
 
+QUESTIONS = ("danger.question", "role.question", "kind.question", "minors.question", "where.question")
+
+
+def _opening(language: str, *, answered_no: int = 0) -> list[tuple[object, list[str]]]:
+    """Open, pick a language ("1" English, "2" French), then answer "2" to the next questions."""
+    return [
+        (OPEN, ["language.question"]),
+        (language, ["safety.notice", QUESTIONS[0]]),
+        *(("2", [QUESTIONS[n + 1]]) for n in range(answered_no)),
+    ]
+
+
 async def _draft(store: SqliteStore, talk: Talk) -> dict:
     draft = await store.drafts.get(talk.sender)
     assert draft is not None
@@ -21,8 +33,7 @@ async def test_an_answer_with_more_words_picks_the_option_and_keeps_the_words(en
     await run_transcript(
         talk,
         [
-            (OPEN, ["language.question"]),
-            ("2", ["safety.notice", "danger.question"]),
+            *_opening("2"),
             ("jsp il a pris mon tel", ["role.question"]),  # "je sais pas" + what happened
             ("je sais pas", ["kind.question"]),  # at Who is writing: prefers not to say
         ],
@@ -38,9 +49,7 @@ async def test_a_misspelt_exit_then_no_asks_the_question_again_and_stores_nothin
     await run_transcript(
         talk,
         [
-            (OPEN, ["language.question"]),
-            ("1", ["safety.notice", "danger.question"]),
-            ("2", ["role.question"]),
+            *_opening("1", answered_no=1),
             ("exti", ["exit.confirm"]),
             ("no", ["role.question"]),
             ("2", ["kind.question"]),
@@ -58,10 +67,7 @@ async def test_done_before_the_details_skips_a_skippable_question_and_is_never_a
     await run_transcript(
         talk,
         [
-            (OPEN, ["language.question"]),
-            ("2", ["safety.notice", "danger.question"]),
-            ("2", ["role.question"]),
-            ("2", ["kind.question"]),
+            *_opening("2", answered_no=2),
             ("c tout", ["reprompt.choice", "kind.question"]),  # What is happening? cannot be skipped
             ("2", ["minors.question"]),
             ("2", ["where.question"]),
@@ -79,12 +85,7 @@ async def test_everyday_words_near_an_exit_word_are_answers(engine: Engine, stor
     await run_transcript(
         talk,
         [
-            (OPEN, ["language.question"]),
-            ("2", ["safety.notice", "danger.question"]),
-            ("2", ["role.question"]),
-            ("2", ["kind.question"]),
-            ("2", ["minors.question"]),
-            ("2", ["where.question"]),
+            *_opening("2", answered_no=4),
             ("motel", ["when.question"]),
             ("hier soir", ["details.question"]),  # "soir" is not "sortir" misspelt
         ],
@@ -113,15 +114,5 @@ async def test_a_person_writing_another_language_is_pointed_to_interpreters_and_
 async def test_an_age_under_18_at_the_minors_question_is_yes_and_is_kept(engine: Engine, store: SqliteStore) -> None:
     for said, expected in (("she is 16", "yes"), ("elle a ١٥ ans", "yes"), ("16yo", "yes"), ("25", "25"), ("2", "no")):
         talk = Talk(engine, sender=f"age-{said}")
-        await run_transcript(
-            talk,
-            [
-                (OPEN, ["language.question"]),
-                ("1", ["safety.notice", "danger.question"]),
-                ("2", ["role.question"]),
-                ("2", ["kind.question"]),
-                ("2", ["minors.question"]),
-                (said, ["where.question"]),
-            ],
-        )
+        await run_transcript(talk, [*_opening("1", answered_no=3), (said, ["where.question"])])
         assert (await _draft(store, talk))["answers"]["minors"] == expected, said
