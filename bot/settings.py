@@ -67,9 +67,11 @@ class TwilioSettings(BaseModel):
 
 class OfficerSettings(BaseModel):
     telegram_chat_ids: CommaIntList = Field(default_factory=list)
-    # When set, only these Telegram users may give officer commands in the officer groups (others
-    # in the group are ignored); unset, every member of an officer group may.
+    # Only these Telegram users may give officer commands or press alert buttons in the officer
+    # groups; others in the group are ignored. Unset, commands are refused (fail closed) unless
+    # ``every_member_is_officer`` says plainly that the whole group may act on tips.
     telegram_user_ids: CommaIntList = Field(default_factory=list)
+    every_member_is_officer: bool = False
     sms_numbers: CommaList = Field(default_factory=list)
     language: Literal["en", "fr"] = "en"
     full_details: bool = False  # put tip details in alerts (otherwise officers ask for them)

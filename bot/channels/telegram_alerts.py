@@ -201,6 +201,8 @@ class TelegramAlertSink:
             parse_mode=ParseMode.HTML,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
             reply_markup=markup,
+            # Members cannot forward an alert or save it out of the group.
+            protect_content=True,
             # No waiting inside the worker on a 429: the outbox reschedules the row.
             rate_limit_args=Retries(0),
         )

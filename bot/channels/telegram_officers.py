@@ -8,9 +8,11 @@ conversation runs in private chats only) and decides, in this order:
 * in an officer group, only text starting with "/" is a command (with the bot's privacy mode on,
   Telegram only delivers those anyway); ordinary talk stays silent. A command addressed to another
   bot ("/list@other_bot") is not ours;
-* with ``TIPLINE_OFFICERS__TELEGRAM_USER_IDS`` set, only those users command; anyone else in the
-  group is ignored (silence). Bots never command, and that includes an admin posting anonymously
-  as the group (Telegram shows them as a bot): the audit log needs a person;
+* only the users in ``TIPLINE_OFFICERS__TELEGRAM_USER_IDS`` command; anyone else in the group is
+  ignored (silence). Access fails closed: with no list, a command gets one line saying officer
+  commands are off until the list is set, unless ``TIPLINE_OFFICERS__EVERY_MEMBER_IS_OFFICER`` is
+  true. Bots never command, and that includes an admin posting anonymously as the group
+  (Telegram shows them as a bot): the audit log needs a person;
 * a press on an alert's Acknowledge / Show button (callback data ``o:ack:<case>`` /
   ``o:show:<case>``) is exactly typing ``/ack <case>`` / ``/show <case>``.
 
@@ -90,6 +92,18 @@ class OfficerDesk:
     def __init__(self, officers: OfficerSettings) -> None:
         self._chats = frozenset(officers.telegram_chat_ids)
         self._users = frozenset(officers.telegram_user_ids)
+        self._everyone = officers.every_member_is_officer
+        self._language = officers.language
+        if self._chats and self.closed:
+            log.warning(
+                "officer commands are refused until TIPLINE_OFFICERS__TELEGRAM_USER_IDS names the officers "
+                "(or TIPLINE_OFFICERS__EVERY_MEMBER_IS_OFFICER=true lets every member of the group act on tips)"
+            )
+
+    @property
+    def closed(self) -> bool:
+        """No officer is named and the deployer did not open commands to the whole group."""
+        return not self._users and not self._everyone
 
     async def handle(self, update: Update, bot: ExtBot, runtime: Runtime) -> Outcome:
         """One group update; never raises for a refusal (silence), only for a broken engine."""
@@ -100,6 +114,13 @@ class OfficerDesk:
         text, chat, user = found
         if update.callback_query is not None:
             await _stop_spinner(bot, update.callback_query.id)
+        if self.closed:
+            log.warning("telegram officer command refused: TIPLINE_OFFICERS__TELEGRAM_USER_IDS is not set")
+            try:
+                await bot.send_message(chat.id, runtime.catalogues.text(self._language, "officer.access_off"))
+            except TelegramError as exc:
+                log.warning("telegram refusal to an officer group not sent (%s)", type(exc).__name__)
+            return Outcome.DONE
         cipher = runtime.cipher
         inbound = InboundMessage(
             channel=CHANNEL,
@@ -112,7 +133,8 @@ class OfficerDesk:
         try:
             for reply in replies:
                 for piece in split_text(reply.text):
-                    await bot.send_message(chat.id, piece)
+                    # Protected: a case's details are not forwarded or saved out of the group.
+                    await bot.send_message(chat.id, piece, protect_content=True)
         except TelegramError as exc:
             log.warning("telegram answer to officer %s not sent (%s)", inbound.officer[:8], type(exc).__name__)
             return Outcome.RETRY if transient(exc) else Outcome.DONE

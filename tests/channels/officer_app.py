@@ -147,7 +147,7 @@ def serve(make_settings: Callable[..., Settings], fake_server, fake, monkeypatch
         values.setdefault("public_url", PUBLIC_URL)
         settings = make_settings(
             telegram={"token": TOKEN, "api_url": fake_server[1], "webhook_secret": SECRET},
-            officers={"telegram_chat_ids": [OFFICERS], **(officers or {})},
+            officers={"telegram_chat_ids": [OFFICERS], "telegram_user_ids": [OFFICER], **(officers or {})},
             **values,
         )
         app = create_app(settings)

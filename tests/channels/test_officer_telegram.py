@@ -44,12 +44,50 @@ from tests.fakes.telegram_api import FakeTelegramAPI, make_callback_update
 
 
 def test_telegram_user_ids_setting_is_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings(_env_file=None).officers.telegram_user_ids == []  # unset: the whole group may command
+    assert load_settings(_env_file=None).officers.telegram_user_ids == []  # unset: nobody may command
+    assert load_settings(_env_file=None).officers.every_member_is_officer is False
     monkeypatch.setenv("TIPLINE_OFFICERS__TELEGRAM_USER_IDS", "424242, 515151")
     assert load_settings(_env_file=None).officers.telegram_user_ids == [424242, 515151]
     monkeypatch.setenv("TIPLINE_OFFICERS__TELEGRAM_USER_IDS", "424242,@sergeant")
     with pytest.raises(SettingsError, match="^setting TIPLINE_OFFICERS__TELEGRAM_USER_IDS:"):
         load_settings(_env_file=None)
+
+
+def test_without_an_officer_list_commands_and_buttons_are_refused_in_one_line(serve, fake: FakeTelegramAPI) -> None:
+    running = serve(officers={"telegram_user_ids": []})
+    group = Group(fake, running.url)
+    file_urgent_tip(tipster(fake, running))
+    case = case_of(running)
+    group.alert(CATALOGUES.text("en", "alert.urgent", case=case))
+
+    for answer in (group.type("/list"), group.type(f"/close {case} done"), group.press(f"o:ack:{case}")):
+        (refusal,) = answer
+        assert refusal["text"] == CATALOGUES.text("en", "officer.access_off")
+        assert "TIPLINE_OFFICERS__TELEGRAM_USER_IDS" in refusal["text"] and case not in refusal["text"]
+    assert running.on_server(running.runtime.store.tips.by_case(case)).status is TipStatus.IN_PROGRESS
+    assert running.on_server(running.runtime.store.audit.entries()) == []
+
+
+def test_every_member_is_an_officer_only_when_the_deployer_says_so(serve, fake: FakeTelegramAPI) -> None:
+    running = serve(officers={"telegram_user_ids": [], "every_member_is_officer": True})
+    group = Group(fake, running.url)
+    file_urgent_tip(tipster(fake, running))
+    case = case_of(running)
+
+    (listing,) = group.type("/list", user=NOT_AN_OFFICER)
+    assert case in listing["text"]
+    assert listing["protect_content"] == "true"
+
+
+def test_alerts_and_show_answers_are_protected_from_forwarding(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    file_urgent_tip(tipster(fake, running))
+    case = case_of(running)
+    alert = group.alert(CATALOGUES.text("en", "alert.urgent", case=case))
+    assert alert["protect_content"] == "true"
+    (shown,) = group.type(f"/show {case}")
+    assert shown["protect_content"] == "true"
 
 
 def test_commands_from_another_group_get_silence_and_from_a_private_chat_the_tipster_flow(serve, fake: FakeTelegramAPI) -> None:

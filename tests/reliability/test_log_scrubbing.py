@@ -203,7 +203,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_stream: io.Strin
             public_url=PUBLIC_URL,
             twilio={"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": FROM_NUMBER, "api_url": twilio_api.url},
             telegram={"token": BOT_TOKEN, "api_url": telegram_api.url, "webhook_secret": WEBHOOK_SECRET, "mode": "webhook"},
-            officers={"telegram_chat_ids": [OFFICER_CHAT], "sms_numbers": [OFFICER_NUMBER], "full_details": True},
+            officers={"telegram_chat_ids": [OFFICER_CHAT], "telegram_user_ids": [OFFICER_USER], "sms_numbers": [OFFICER_NUMBER], "full_details": True},
         )
         with LoopbackServer(create_app(settings), lifespan="on") as server, httpx.Client(base_url=server.url, timeout=30) as client:
             yield Served(client, fake_telegram, fake_twilio)
