@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -147,13 +148,33 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
         records = [tip_record(t, await store.followups.for_tip(t.id)) for t in await store.tips.list(None, limit=None)]
         text = _export(records, args.format)
         if args.output:
-            with open(args.output, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
+            _write_private(args.output, text)
         else:
             sys.stdout.write(text)
         return 0
     finally:
         await store.close()
+
+
+def _write_private(path: str, text: str) -> None:
+    """An export holds every tip decrypted: readable by its owner only (0600) from the first byte,
+    even when the file already existed with wider permissions."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+
+
+# OWASP's CSV-injection rule: a cell a spreadsheet would read as a formula starts with one of these.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula gets a leading apostrophe, so it opens
+    as the text the person typed (``=HYPERLINK(...)`` stays words). Numbers and booleans pass."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _export(records: list[dict], fmt: str) -> str:
@@ -168,6 +189,6 @@ def _export(records: list[dict], fmt: str) -> str:
         answers = [r["answers"].get(a) for a in answer_columns]
         answers = [" / ".join(a) if isinstance(a, list) else ("" if a is None else a) for a in answers]
         followups = " / ".join(f"{f['author']}: {f['text']}" for f in r["followups"])
-        writer.writerow([r[c] for c in columns] + answers + [followups])
+        writer.writerow([spreadsheet_safe(cell) for cell in [r[c] for c in columns] + answers + [followups]])
     return out.getvalue()
 

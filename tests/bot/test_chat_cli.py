@@ -175,3 +175,29 @@ def test_the_key_ring_can_come_from_an_environment_variable(tmp_path: Path) -> N
     assert refused.returncode == 2 and "TIPLINE_KEYRING is set" in refused.stderr
     broken = run(["tips", "list"], data, TIPLINE_KEYRING="{not json")
     assert broken.returncode == 2 and "key ring: not valid JSON" in broken.stderr and "Traceback" not in broken.stderr
+
+
+FORMULAS = ("=HYPERLINK(\"http://evil.example/x\",\"Click\")", "+1-2", "-3+4", "@SUM(A1)", "\tTAB", "\rCR")
+
+
+def test_a_csv_export_opens_formulas_as_text_and_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    import csv
+
+    data = tmp_path / "data"
+    chat(data, ["1", "2", "2", "2", "2", FORMULAS[0], "3", *FORMULAS[1:], "DONE", "2", "1"])
+    target = tmp_path / "tips.csv"
+    target.write_text("old")
+    os.chmod(target, 0o644)  # an existing file is narrowed too
+    result = run(["tips", "export", "--format", "csv", "-o", str(target)], data)
+    assert result.returncode == 0
+    assert target.stat().st_mode & 0o777 == 0o600
+    with target.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert cells and not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'" + FORMULAS[0] in cells  # the person's words are all there, as text
+    details = next(c for c in cells if "TAB" in c)
+    assert details.startswith("'")
+    # JSON keeps the words exactly as typed.
+    exported = json.loads(run(["tips", "export", "--format", "json"], data).stdout)
+    assert exported[0]["answers"]["where"] == FORMULAS[0]
