@@ -14,6 +14,7 @@ transaction as its effect.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 
@@ -24,16 +25,33 @@ from handlers.turn import Turn
 from storage.records import OPEN_STATUSES, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
 
 
+# "/show26-0001" as a phone keyboard types it: the command's letters, then the case with no space.
+_NAME = re.compile(r"([A-Za-z]+)(?:@\S*)?(.*)", re.DOTALL)
+# A case as officers type it: 26-0001, 26-1, 0001, 1, #1 (the year defaults to the current one).
+_CASE = re.compile(r"#?(?:(\d{2})\s*-\s*)?(\d{1,6})")
+
+
 def parse_command(text: str) -> tuple[str, str, str] | None:
-    """("/reply@tipline_bot 26-0001 hello") → ("reply", "26-0001", "hello")."""
+    """("/reply@tipline_bot 26-0001 hello") → ("reply", "26-0001", "hello"); "/show26-1" → ("show", "26-1", "")."""
     text = text.strip()
     if not text.startswith("/"):
         return None
-    parts = text[1:].split(maxsplit=2)
-    if not parts:
+    found = _NAME.match(text[1:])
+    if found is None:
         return None
-    name = parts[0].split("@", 1)[0].lower()
-    return name, parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
+    name, tail = found.group(1).lower(), found.group(2).strip()
+    parts = tail.split(maxsplit=1)
+    return name, parts[0] if parts else "", parts[1] if len(parts) > 1 else ""
+
+
+def case_number(typed: str, now: float) -> str | None:
+    """The case number an officer meant: "1", "0001", "#1" → this year's 26-0001; "26-1" → 26-0001.
+    None when what was typed is not a case number."""
+    found = _CASE.fullmatch(typed.strip())
+    if found is None:
+        return None
+    year = found.group(1) or f"{datetime.fromtimestamp(now, timezone.utc).year % 100:02d}"
+    return f"{year}-{int(found.group(2)):04d}"
 
 
 async def handle(turn: Turn) -> None:
@@ -41,17 +59,24 @@ async def handle(turn: Turn) -> None:
     language = turn.config.officer_language
     if command is None:
         return  # ordinary talk in the officers' group: stay silent
-    name, case, rest = command
+    name, typed, rest = command
     if name in ("list", "stats"):
         await (_list if name == "list" else _stats)(turn, language)
         return
     action = _ACTIONS.get(name)
     if action is None:
-        _say(turn, language, "officer.usage")
+        _say(turn, language, "officer.usage")  # /help, /start and anything unknown
         return
+    if not typed:
+        _say(turn, language, "officer.no_case", command=name)
+        return
+    case = case_number(typed, turn.now)
     tip = await turn.tx.tips.by_case(case) if case else None
     if tip is None or tip.status not in (*OPEN_STATUSES, TipStatus.CLOSED):
-        _say(turn, language, "officer.unknown_case", case=case or "?")
+        _say(turn, language, "officer.unknown_case", case=case or typed[:20])
+        return
+    if tip.status is TipStatus.CLOSED and name in ("ack", "close"):
+        _say(turn, language, "officer.already_closed", case=tip.case_number)
         return
     await action(turn, language, tip, rest)
 
@@ -116,7 +141,7 @@ async def _ack(turn: Turn, language: str, tip: Tip, rest: str) -> None:
 
 async def _reply(turn: Turn, language: str, tip: Tip, rest: str) -> None:
     if not rest.strip():
-        _say(turn, language, "officer.usage")
+        _say(turn, language, "officer.reply.no_text", case=tip.case_number)
         return
     if tip.status is TipStatus.CLOSED:
         _say(turn, language, "officer.reply.closed", case=tip.case_number)

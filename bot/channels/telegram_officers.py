@@ -50,6 +50,20 @@ BUTTON_ACTIONS = ("ack", "show")
 # Case numbers look like 26-0001. Anything else in callback data is not ours (Telegram lets a
 # client send any callback data, and it must fit the 64 bytes Telegram allows).
 _CASE = re.compile(r"^[0-9A-Za-z-]{1,32}$")
+# The case an alert (or a command's answer) names, as in "URGENT · Motel Lune — 26-0001".
+_CASE_IN_TEXT = re.compile(r"\b(\d{2}-\d{4,6})\b")
+_COMMAND_ARGUMENT = re.compile(r"^/([A-Za-z]+)(@\S+)?\s*(#?\d[\d\s-]*\b)?")
+
+
+def with_replied_case(text: str, replied: str | None) -> str:
+    """"/ack" sent as a reply to an alert about 26-0001 → "/ack 26-0001"; "/reply Are you safe?" →
+    "/reply 26-0001 Are you safe?". A command that names its own case is left as it is."""
+    found = _CASE_IN_TEXT.search(replied or "")
+    command = _COMMAND_ARGUMENT.match(text)
+    if found is None or command is None or command.group(3):
+        return text
+    rest = text[command.end() :].strip()
+    return f"/{command.group(1)} {found.group(1)}" + (f" {rest}" if rest else "")
 
 
 def officer_keyboard(catalogues: Catalogues, language: str, case: str) -> InlineKeyboardMarkup | None:
@@ -153,6 +167,9 @@ class OfficerDesk:
             chat, user, text = message.chat, message.from_user, message.text
             if not text or not text.startswith("/") or _for_another_bot(text, bot):
                 return None
+            replied = message.reply_to_message
+            if replied is not None and replied.from_user is not None and replied.from_user.is_bot:
+                text = with_replied_case(text, replied.text)
         else:
             return None
         if chat.id not in self._chats or text is None or user is None or user.is_bot:

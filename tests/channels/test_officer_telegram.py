@@ -37,7 +37,7 @@ from tests.channels.test_twilio_sms import (  # noqa: F401 - fake_twilio is a fi
     messages,
     signature,
 )
-from tests.fakes.telegram_api import FakeTelegramAPI, make_callback_update
+from tests.fakes.telegram_api import BOT_USER, FakeTelegramAPI, make_callback_update, make_text_update
 
 
 # --- who may command ------------------------------------------------------------------------------
@@ -88,6 +88,31 @@ def test_alerts_and_show_answers_are_protected_from_forwarding(serve, fake: Fake
     assert alert["protect_content"] == "true"
     (shown,) = group.type(f"/show {case}")
     assert shown["protect_content"] == "true"
+
+
+def test_a_command_sent_as_a_reply_to_an_alert_acts_on_its_case(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    file_urgent_tip(tipster(fake, running))
+    case = case_of(running)
+    alert = group.alert(CATALOGUES.text("en", "alert.urgent", case=case))
+
+    def reply_to_alert(text: str) -> list[dict]:
+        before = len(group.sent())
+        update = make_text_update(next_update_id(), group.chat, text, user_id=OFFICER, chat_type="supergroup", first_name="Officer")
+        plain = alert["text"].replace("<b>", "").replace("</b>", "")  # what Telegram shows as the replied text
+        update["message"]["reply_to_message"] = {
+            "message_id": 7, "date": update["message"]["date"], "chat": update["message"]["chat"],
+            "from": dict(BOT_USER), "text": plain,
+        }  # fmt: skip
+        assert group.post(update) == 200
+        return group.sent()[before:]
+
+    (shown,) = reply_to_alert("/show")
+    assert shown["text"].startswith(case)
+    (acked,) = reply_to_alert("/ack")
+    assert acked["text"] == CATALOGUES.text("en", "officer.ack.done", case=case)
+    assert running.on_server(running.runtime.store.tips.by_case(case)).status is TipStatus.ACKNOWLEDGED
 
 
 def test_commands_from_another_group_get_silence_and_from_a_private_chat_the_tipster_flow(serve, fake: FakeTelegramAPI) -> None:

@@ -7,6 +7,7 @@ import re
 import sqlite3
 
 from bot.engine import Engine
+from bot.i18n import Catalogues
 from bot.messages import InboundMessage, Purpose
 from storage.records import TipStatus
 from storage.sqlite import SqliteStore
@@ -14,6 +15,7 @@ from tests.handlers.test_transcripts import ENGLISH_FULL, FRENCH_FULL
 from tests.handlers.transcript import Talk, run_transcript
 
 OFFICER = "officer-pseudonym-0001"
+TEXT = Catalogues.load().text
 
 
 async def officer(engine: Engine, text: str) -> list[str]:
@@ -119,3 +121,30 @@ async def test_tampered_or_deleted_audit_rows_are_detected(engine: Engine, store
     with sqlite3.connect(store.path) as raw:
         raw.execute("DELETE FROM audit WHERE seq = 3")
     assert any("newest audit rows are missing" in p for p in await store.audit.verify())
+
+
+async def test_a_case_is_found_however_a_phone_keyboard_types_it(engine: Engine, store: SqliteStore) -> None:
+    await _file(engine, ENGLISH_FULL, "tipster-a")
+    (tip,) = await store.tips.list(None)
+    year, number = tip.case_number.split("-")
+    short = str(int(number))
+    for typed in (f"/show {short}", f"/show {number}", f"/show {year}-{short}", f"/show{tip.case_number}", f"/show #{short}", f"/SHOW {tip.case_number}"):
+        [shown] = await officer(engine, typed)
+        assert shown.startswith(tip.case_number), typed
+    [missing] = await officer(engine, "/show 999")
+    assert missing == TEXT("en", "officer.unknown_case", case=f"{year}-0999")
+
+
+async def test_helpful_one_line_errors_and_help(engine: Engine, store: SqliteStore) -> None:
+    await _file(engine, ENGLISH_FULL, "tipster-a")
+    (tip,) = await store.tips.list(None)
+    assert await officer(engine, "/show") == [TEXT("en", "officer.no_case", command="show")]
+    assert await officer(engine, f"/reply {tip.case_number}") == [TEXT("en", "officer.reply.no_text", case=tip.case_number)]
+    [help_text] = await officer(engine, "/help")
+    assert help_text == TEXT("en", "officer.usage") and "/reply" in help_text and "\n" not in help_text
+    await officer(engine, f"/close {tip.case_number} resolved")
+    assert await officer(engine, f"/close {tip.case_number} again") == [TEXT("en", "officer.already_closed", case=tip.case_number)]
+    assert await officer(engine, f"/ack {tip.case_number}") == [TEXT("en", "officer.already_closed", case=tip.case_number)]
+    assert await officer(engine, f"/reply {tip.case_number} hello") == [TEXT("en", "officer.reply.closed", case=tip.case_number)]
+    actions = [e.action for e in await store.audit.entries()]
+    assert actions == ["close"]  # the refusals changed nothing and audited nothing
