@@ -115,7 +115,8 @@ class TelegramChannel:
         self._secret = secret.get_secret_value().encode("ascii") if secret else None
         self._webhook_url = f"{settings.public_url}{WEBHOOK_PATH}" if settings.public_url else None
         self._officer_chats = tuple(settings.officers.telegram_chat_ids)
-        self._officer_desk = OfficerDesk(settings.officers)
+        self._moved_groups: dict[int, int] = {}  # officer groups that became supergroups (old -> new id)
+        self._officer_desk = OfficerDesk(settings.officers, self._moved_groups)
         self._limits = limits or FloodLimits()
         self._poll_timeout = poll_timeout
         self._retry_delay = retry_delay
@@ -139,7 +140,7 @@ class TelegramChannel:
     def sinks(self) -> dict[str, Sink]:
         if self._bot is None or self._runtime is None:
             return {}
-        return {SINK_PREFIX: TelegramAlertSink(self._bot, self._runtime.composer)}
+        return {SINK_PREFIX: TelegramAlertSink(self._bot, self._runtime.composer, self._moved_groups)}
 
     def alert_targets(self) -> tuple[str, ...]:
         return tuple(f"{SINK_PREFIX}:{chat_id}" for chat_id in self._officer_chats)

@@ -146,9 +146,12 @@ def fitting(plan: list[_Message], room: int) -> list[_Message]:
 
 
 class TelegramAlertSink:
-    def __init__(self, bot: ExtBot, composer: AlertComposer) -> None:
+    def __init__(self, bot: ExtBot, composer: AlertComposer, moved: dict[int, int] | None = None) -> None:
         self.bot = bot
         self.composer = composer
+        # Officer groups that became supergroups: configured id -> the id Telegram moved them to.
+        # Shared with the officer desk, so commands from the new group are answered too.
+        self.moved = moved if moved is not None else {}
         limiter = bot.rate_limiter
         self._limiter = limiter if isinstance(limiter, FloodLimiter) else None
 
@@ -163,6 +166,7 @@ class TelegramAlertSink:
             chat_id = int(target)
         except ValueError:
             raise DeliveryError("telegram target is not a chat id", permanent=True) from None
+        chat_id = self.moved.get(chat_id, chat_id)
         delivered: set[str] = set()
         alerts: list[tuple[OutboxItem, ComposedAlert]] = []
         for item in items:
@@ -195,6 +199,20 @@ class TelegramAlertSink:
         if len(message.completes) == 1 and len(message.cases) == 1:
             (case,) = message.cases
             markup = officer_keyboard(self.composer.catalogues, self.composer.language, case)
+        try:
+            await self._send_to(chat_id, message, markup)
+        except ChatMigrated as exc:
+            # The group became a supergroup: Telegram names its new id. Follow it now (urgent alerts
+            # must not wait for a deployer) and say which setting to change so a restart follows too.
+            self.moved[chat_id] = exc.new_chat_id
+            log.error(
+                "telegram officer group %s became a supergroup %s: alerts follow it; "
+                "set TIPLINE_OFFICERS__TELEGRAM_CHAT_IDS to the new id",
+                chat_id, exc.new_chat_id,
+            )  # fmt: skip
+            await self._send_to(exc.new_chat_id, message, markup)
+
+    async def _send_to(self, chat_id: int, message: _Message, markup: object) -> None:
         await self.bot.send_message(
             chat_id,
             _SEPARATOR.join(message.parts),

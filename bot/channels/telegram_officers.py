@@ -103,8 +103,9 @@ def _for_another_bot(text: str, bot: ExtBot) -> bool:
 
 
 class OfficerDesk:
-    def __init__(self, officers: OfficerSettings) -> None:
+    def __init__(self, officers: OfficerSettings, moved: dict[int, int] | None = None) -> None:
         self._chats = frozenset(officers.telegram_chat_ids)
+        self._moved = moved if moved is not None else {}  # configured group -> its supergroup, when it moved
         self._users = frozenset(officers.telegram_user_ids)
         self._everyone = officers.every_member_is_officer
         self._language = officers.language
@@ -172,7 +173,7 @@ class OfficerDesk:
                 text = with_replied_case(text, replied.text)
         else:
             return None
-        if chat.id not in self._chats or text is None or user is None or user.is_bot:
+        if (chat.id not in self._chats and chat.id not in self._moved.values()) or text is None or user is None or user.is_bot:
             return None
         if self._users and user.id not in self._users:
             return None

@@ -26,7 +26,7 @@ from tests.channels.officer_app import (  # noqa: F401 - fake_server, fake and s
     serve,
     tipster,
 )
-from tests.channels.test_telegram_app import CATALOGUES, CHAT, DETAILS, PLACE, RECEIPT, finish_english_conversation, opening
+from tests.channels.test_telegram_app import CATALOGUES, CHAT, DETAILS, OFFICERS, PLACE, RECEIPT, finish_english_conversation, opening
 from tests.channels.test_twilio_sms import (  # noqa: F401 - fake_twilio is a fixture used by name
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -241,3 +241,18 @@ def test_a_reply_round_trip_with_an_sms_tipster(serve, fake: FakeTelegramAPI, fa
     assert [e.action for e in running.on_server(store.audit.entries())] == ["view", "reply", "close"]
     assert running.on_server(store.audit.verify()) == []
     assert all(number not in m["text"] and number[2:] not in m["text"] for m in group.sent())
+
+
+def test_alerts_follow_a_group_that_became_a_supergroup_and_its_officers_still_command(serve, fake: FakeTelegramAPI) -> None:
+    new_id = -1009876543210
+    fake.migrate_chat(OFFICERS, new_id)
+    running = serve()
+    file_urgent_tip(tipster(fake, running))
+    case = case_of(running)
+    moved = Group(fake, running.url, chat=new_id)
+
+    alert = moved.alert(CATALOGUES.text("en", "alert.urgent", case=case))
+    assert alert["protect_content"] == "true"
+    moved.wait_for(lambda: all(r["status"] == "delivered" for r in running.outbox("telegram")))
+    (listing,) = moved.type("/list")
+    assert case in listing["text"]

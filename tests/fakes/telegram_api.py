@@ -130,6 +130,7 @@ class FakeTelegramAPI:
             self.webhook_url = ""
             self._failures: dict[str, list[_Failure]] = {}
             self._chat_failures: dict[str, int] = {}
+            self._migrated: dict[str, int] = {}
             self._stubs: dict[str, Callable[[dict[str, Any]], Any]] = {}
             self._down = False
             self._ids = itertools.count(1)
@@ -169,6 +170,12 @@ class FakeTelegramAPI:
             else:
                 self._chat_failures[str(chat_id)] = status
 
+    def migrate_chat(self, chat_id: Any, new_chat_id: int) -> None:
+        """The group ``chat_id`` became the supergroup ``new_chat_id``: every ``send*`` to the old id
+        answers 400 with ``migrate_to_chat_id``, as Telegram does."""
+        with self._lock:
+            self._migrated[str(chat_id)] = new_chat_id
+
     def set_down(self, down: bool = True) -> None:
         """While down, every method answers HTTP 502 (an outage)."""
         with self._lock:
@@ -195,6 +202,10 @@ class FakeTelegramAPI:
             if body is None and chat_status is not None and key.startswith("send"):
                 status, body = chat_status, {"ok": False, "error_code": chat_status,
                                              "description": _ERRORS.get(chat_status, "Injected failure")}
+            moved_to = self._migrated.get(str(params.get("chat_id")))
+            if body is None and moved_to is not None and key.startswith("send"):
+                status, body = 400, {"ok": False, "error_code": 400, "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                                     "parameters": {"migrate_to_chat_id": moved_to}}
             call = Call(self._canonical.get(key, method), params, status)
             self.calls.append(call)
         if body is None:
