@@ -133,15 +133,29 @@ def language_shown(catalogues: Catalogues, language: str, tip: Tip) -> str:
     return catalogues.text(language, "alert.language_unknown") if tip.answers.get(LANGUAGE_UNKNOWN_FLAG) else tip.language
 
 
+HEADLINE_PLACE_CHARS = 40  # the place as a phone's notification shows it: the start of what was typed
+
+
+def headline(catalogues: Catalogues, language: str, tip: Tip) -> str:
+    """The first line of an alert, read at a glance: flags, then the place, then the case —
+    "URGENT · NOW · MINOR INVOLVED · Motel Lune, Laval — 26-0001"."""
+    flags = tip_flags(catalogues, language, tip)
+    if tip.answers.get("when") == "now":
+        flags.insert(1 if tip.urgent else 0, catalogues.text(language, "alert.flag.now"))
+    place = " ".join(str(tip.answers.get("where") or "").split())
+    if len(place) > HEADLINE_PLACE_CHARS:
+        place = place[: HEADLINE_PLACE_CHARS - 1].rstrip() + "…"
+    parts = flags + ([place] if place else [])
+    return (" · ".join(parts) + " — " if parts else "") + tip.case_number
+
+
 def render_alert(
     catalogues: Catalogues, language: str, tip: Tip, event: AlertEvent, *, full_details: bool, additions: tuple[str, ...] = ()
 ) -> str:
-    """Plain text; channels escape it for their own markup."""
+    """Plain text; channels escape it for their own markup. The first line is the headline; the
+    second says what happened."""
     t = catalogues.text
-    lines = [t(language, _TITLE_KEYS[event], case=tip.case_number)]
-    flags = tip_flags(catalogues, language, tip)
-    if flags:
-        lines.append(" · ".join(flags))
+    lines = [headline(catalogues, language, tip), t(language, _TITLE_KEYS[event], case=tip.case_number)]
     if event in (AlertEvent.WITHDRAWN, AlertEvent.CLEARED):
         return "\n".join(lines)
     if event in (AlertEvent.ADDITION, AlertEvent.ANSWER):

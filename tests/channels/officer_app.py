@@ -119,8 +119,8 @@ class Group:
         raise AssertionError("not seen in time")
 
     def alert(self, title: str) -> dict[str, Any]:
-        """Wait for the alert whose bold title is ``title``."""
-        return self.wait_for(lambda: next((m for m in self.sent() if m["text"].startswith(f"<b>{title}</b>")), None))
+        """Wait for the alert whose second line (what happened, under the bold headline) is ``title``."""
+        return self.wait_for(lambda: next((m for m in self.sent() if m["text"].startswith("<b>") and f"</b>\n{title}" in m["text"]), None))
 
 
 @pytest.fixture(scope="module")

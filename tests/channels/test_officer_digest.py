@@ -123,7 +123,9 @@ async def test_alerts_within_the_budget_go_one_by_one_with_acknowledge_and_show(
     sent = running.fake.sent_messages(GROUP)
     assert len(sent) == 2
     for case, message in zip(cases, sent):
-        assert message["text"].startswith(f"<b>{catalogues.text(language, 'alert.new', case=case)}</b>")
+        headline, title = message["text"].split("\n")[:2]
+        assert headline.startswith("<b>") and headline.endswith(f" — {case}</b>")
+        assert title == catalogues.text(language, "alert.new", case=case)
         (row,) = message["reply_markup"]["inline_keyboard"]
         expected = labels or [catalogues.text("fr", "officer.button.ack"), catalogues.text("fr", "officer.button.show")]
         assert [(b["text"], b["callback_data"]) for b in row] == list(zip(expected, [f"o:ack:{case}", f"o:show:{case}"]))

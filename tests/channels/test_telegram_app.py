@@ -482,7 +482,9 @@ def test_officer_alert_arrives_in_the_officer_group_with_the_case_number(tipline
 
     (alert,) = tipline.wait_for(tipline.officer_messages)
     (case,) = tipline.case_numbers()
-    assert alert["text"].startswith(f"<b>{CATALOGUES.text('en', 'alert.new', case=case)}</b>\n")
+    # Headline first (flags, the place as the person typed it, the case), then what happened.
+    assert alert["text"].startswith(f"<b>{PLACE[:39]}")
+    assert f" — {case}</b>\n{CATALOGUES.text('en', 'alert.new', case=case)}\n" in alert["text"]
     assert alert["parse_mode"] == "HTML"
     assert alert["link_preview_options"] == {"is_disabled": True}
     assert PLACE in alert["text"]

@@ -148,3 +148,16 @@ async def test_helpful_one_line_errors_and_help(engine: Engine, store: SqliteSto
     assert await officer(engine, f"/reply {tip.case_number} hello") == [TEXT("en", "officer.reply.closed", case=tip.case_number)]
     actions = [e.action for e in await store.audit.entries()]
     assert actions == ["close"]  # the refusals changed nothing and audited nothing
+
+
+def test_an_alert_headline_reads_at_a_glance() -> None:
+    from handlers.alerts import AlertEvent, render_alert
+    from storage.records import Tip
+
+    place = "Motel Lune, Laval, behind the gas station on the highway"
+    tip = Tip("t1", "26-0001", TipStatus.OPEN, "s", "sms", "fr", 0.0, 0.0, answers={"where": place, "when": "now"}, urgent=True, minor=True)
+    first, second = render_alert(Catalogues.load(), "en", tip, AlertEvent.URGENT, full_details=False).split("\n")[:2]
+    assert first == "URGENT · NOW · MINOR INVOLVED · Motel Lune, Laval, behind the gas stati… — 26-0001"
+    assert second == TEXT("en", "alert.urgent", case="26-0001")
+    quiet = Tip("t2", "26-0002", TipStatus.OPEN, "s", "sms", "en", 0.0, 0.0, answers={"when": "week"})
+    assert render_alert(Catalogues.load(), "fr", quiet, AlertEvent.NEW, full_details=False).split("\n")[0] == "26-0002"

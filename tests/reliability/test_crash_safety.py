@@ -88,7 +88,7 @@ KILL_AFTER_RECEIPTS = 4  # SMS receipts out before the kill: alerts are in motio
 START_EVERY = 0.04  # seconds between two conversations' first messages (they overlap heavily)
 THINK = (0.02, 0.1)  # seconds a person pauses between messages (a script would be faster)
 SEED = 20260401
-BOLD = re.compile(r"<b>(.*?)</b>")
+TITLE_UNDER_HEADLINE = re.compile(r"<b>[^<]*</b>\n([^\n]*)")
 
 
 @dataclass(frozen=True)
@@ -240,9 +240,9 @@ def telegram_receipts(fake: FakeTelegramAPI, chat: str) -> set[str]:
 
 
 def telegram_alert_titles(fake: FakeTelegramAPI) -> Counter[str]:
-    """Alert titles in the officers' group. Each alert's title is its one bold line (what the
+    """Alert titles in the officers' group: the line under each alert's one bold headline (what the
     tipster typed is escaped, so it cannot add bold), and a digest message holds several alerts."""
-    return Counter(html.unescape(title) for m in fake.sent_messages(OFFICER_CHAT) for title in BOLD.findall(m["text"]))
+    return Counter(html.unescape(title) for m in fake.sent_messages(OFFICER_CHAT) for title in TITLE_UNDER_HEADLINE.findall(m["text"]))
 
 
 def sms_alert_titles(fake: FakeTwilioAPI) -> Counter[str]:
