@@ -39,7 +39,7 @@ class AlertComposer:
         event = AlertEvent(item.payload["event"])
         additions: tuple[str, ...] = ()
         wanted = set(item.payload.get("followup_ids", ()))
-        if wanted and self.full_details:
+        if wanted:  # the texts are counted always, and quoted only with full_details
             additions = tuple(f.text for f in await self.store.followups.for_tip(tip.id) if f.id in wanted)
         text = render_alert(self.catalogues, self.language, tip, event, full_details=self.full_details, additions=additions)
         return ComposedAlert(tip, event, text)

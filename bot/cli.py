@@ -136,7 +136,8 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "list":
             statuses = None if args.all else OPEN_STATUSES
             for tip in await store.tips.list(statuses, limit=None):
-                print(f"{tip.case_number}  {tip.status.value:<12} {_when(tip.created_at)}  {tip.channel:<9} {_flags(tip)}")
+                local = datetime.fromtimestamp(tip.created_at, settings.zone).strftime("%Y-%m-%d %H:%M %Z")
+                print(f"{tip.case_number}  {tip.status.value:<12} {local}  {tip.channel:<9} {_flags(tip)}")
             return 0
         if args.action == "show":
             tip = await store.tips.by_case(args.case)

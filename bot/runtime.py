@@ -58,6 +58,7 @@ def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> Conversat
         support_line=settings.support_line,
         alert_sinks=sinks,
         officer_language=settings.officers.language,
+        officer_timezone=settings.timezone,
         receipt_failures_global_per_hour=settings.receipt_failures_per_hour,
         urgent_alerts_per_hour=settings.urgent_alerts_per_hour,
     )

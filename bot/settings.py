@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -116,6 +117,8 @@ class Settings(BaseSettings):
     # Urgent alerts sent at once per sender per hour; later urgent reports are filed and flagged.
     urgent_alerts_per_hour: int = Field(3, ge=1)
     support_line: str | None = None
+    # Officers read times in this zone (IANA name) in /list, /show and the CLI.
+    timezone: str = "America/Toronto"
     # Failed receipt look-ups in an hour, all senders together; reaching it pauses look-ups for an
     # hour and notifies officers (on top of the per-sender lock-out).
     receipt_failures_per_hour: int = Field(200, ge=1)
@@ -133,6 +136,19 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for local tests)")
         return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as America/Toronto") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @property
     def resolved_keys_file(self) -> Path:

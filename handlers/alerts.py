@@ -12,7 +12,8 @@ import uuid
 from enum import Enum
 
 from bot.i18n import Catalogues
-from handlers.flow import BY_ID, REPORT_STEPS, StepKind
+from handlers import officer_view as view
+from handlers.flow import REPORT_STEPS
 from storage.interfaces import Repositories
 from storage.records import OutboxItem, OutboxStatus, Tip
 
@@ -97,81 +98,30 @@ def render_notice(catalogues: Catalogues, language: str, notice: Notice) -> str:
     return catalogues.text(language, f"notice.{notice.value}")
 
 
-def answer_label(catalogues: Catalogues, language: str, step_id: str, answer: object) -> str:
-    """The localised words for a recorded answer ("-" when skipped)."""
-    if answer in (None, "", []):
-        return catalogues.text(language, "summary.skipped")
-    step = BY_ID[step_id]
-    if step.kind is StepKind.CHOICE:
-        option = next((o for o in step.options if o.answer == answer), None)
-        return catalogues.text(language, option.label_key) if option else str(answer)
-    if isinstance(answer, list):
-        return " / ".join(str(a) for a in answer)
-    return str(answer)
-
-
-# Kept with a tip's answers when its sender raised more urgent cases in an hour than are alerted.
-REPEATED_FLAG = "repeated"
-# Kept with a tip's answers when the person wrote in neither supported language.
-LANGUAGE_UNKNOWN_FLAG = "language_unknown"
-
-
-def tip_flags(catalogues: Catalogues, language: str, tip: Tip, *, urgent: bool = True) -> list[str]:
-    """URGENT / MINOR INVOLVED, as officers read them (``urgent=False`` leaves URGENT out where the
-    title already says it)."""
-    flags = [catalogues.text(language, "alert.flag.urgent")] if urgent and tip.urgent else []
-    if tip.minor:
-        flags.append(catalogues.text(language, "alert.flag.minor"))
-    if tip.answers.get(REPEATED_FLAG):
-        flags.append(catalogues.text(language, "alert.flag.repeated"))
-    return flags
-
-
-def language_shown(catalogues: Catalogues, language: str, tip: Tip) -> str:
-    """The tip's language for officers; "unknown, interpreter needed" when the person wrote in
-    neither supported language."""
-    return catalogues.text(language, "alert.language_unknown") if tip.answers.get(LANGUAGE_UNKNOWN_FLAG) else tip.language
-
-
-HEADLINE_PLACE_CHARS = 40  # the place as a phone's notification shows it: the start of what was typed
-
-
-def headline(catalogues: Catalogues, language: str, tip: Tip) -> str:
-    """The first line of an alert, read at a glance: flags, then the place, then the case —
-    "URGENT · NOW · MINOR INVOLVED · Motel Lune, Laval — 26-0001"."""
-    flags = tip_flags(catalogues, language, tip)
-    if tip.answers.get("when") == "now":
-        flags.insert(1 if tip.urgent else 0, catalogues.text(language, "alert.flag.now"))
-    place = " ".join(str(tip.answers.get("where") or "").split())
-    if len(place) > HEADLINE_PLACE_CHARS:
-        place = place[: HEADLINE_PLACE_CHARS - 1].rstrip() + "…"
-    parts = flags + ([place] if place else [])
-    return (" · ".join(parts) + " — " if parts else "") + tip.case_number
-
-
 def render_alert(
     catalogues: Catalogues, language: str, tip: Tip, event: AlertEvent, *, full_details: bool, additions: tuple[str, ...] = ()
 ) -> str:
     """Plain text; channels escape it for their own markup. The first line is the headline; the
     second says what happened."""
     t = catalogues.text
-    lines = [headline(catalogues, language, tip), t(language, _TITLE_KEYS[event], case=tip.case_number)]
+    lines = [view.headline(catalogues, language, tip), t(language, _TITLE_KEYS[event], case=tip.case_number)]
     if event in (AlertEvent.WITHDRAWN, AlertEvent.CLEARED):
         return "\n".join(lines)
     if event in (AlertEvent.ADDITION, AlertEvent.ANSWER):
-        if full_details:
+        # What arrived, and how to read it in one tap (the Show button, or the command).
+        if full_details and additions:
             lines.extend(f"+ {text}" for text in additions)
         else:
-            lines.append(t(language, "alert.details_hidden", case=tip.case_number))
+            lines.append(t(language, "alert.arrived", count=max(1, len(additions)), case=tip.case_number))
         return "\n".join(lines)
     for step in REPORT_STEPS:
         if step.id in ("details", "contact", "danger") and not (step.id == "details" and full_details):
             continue
         if step.id not in tip.answers and step.id != "details":
             continue
-        lines.append(f"{t(language, step.summary_key)}: {answer_label(catalogues, language, step.id, tip.answers.get(step.id))}")
+        lines.append(view.line(catalogues, language, step.id, tip.answers.get(step.id)))
     if not full_details and tip.answers.get("details"):
         lines.append(t(language, "alert.details_hidden", case=tip.case_number))
-    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {language_shown(catalogues, language, tip)}")
-    lines.append(t(language, "alert.contact.yes" if tip.contact_ok else "alert.contact.no"))
+    lines.append(view.channel_line(catalogues, language, tip))
+    lines.append(view.contact_line(catalogues, language, tip))
     return "\n".join(lines)

@@ -10,7 +10,8 @@ import unicodedata
 import uuid
 
 from bot.messages import Purpose
-from handlers.alerts import LANGUAGE_UNKNOWN_FLAG, REPEATED_FLAG, AlertEvent, enqueue_alert
+from handlers.alerts import AlertEvent, enqueue_alert
+from handlers.officer_view import LANGUAGE_UNKNOWN_FLAG, REPEATED_FLAG
 from handlers.state import Addition, ConversationState, Report, Sent
 from handlers.turn import Turn
 from storage.crypto import random_digits

@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from bot.messages import Purpose
-from handlers.alerts import AlertEvent, answer_label, enqueue_alert, language_shown, tip_flags
+from handlers import officer_view as view
 from handlers.flow import REPORT_STEPS
 from handlers.turn import Turn
 from storage.records import OPEN_STATUSES, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
@@ -96,9 +97,10 @@ async def _list(turn: Turn, language: str) -> None:
         return
     lines = [turn.text(language, "officer.list.header", count=len(tips))]
     for tip in tips:
-        flags = tip_flags(turn.catalogues, language, tip)
-        kind = answer_label(turn.catalogues, language, "kind", tip.answers.get("kind"))
-        lines.append(f"{tip.case_number} · {tip.status.value} · {_when(tip.created_at)} · {kind} {' '.join(flags)}".rstrip())
+        flags = view.flags(turn.catalogues, language, tip)
+        kind = view.answer(turn.catalogues, language, "kind", tip.answers.get("kind"))
+        status = view.status(turn.catalogues, language, tip)
+        lines.append(" · ".join([tip.case_number, status, _when(turn, language, tip.created_at), kind, *flags]))
     turn.say_text(language, "officer.list.header", "\n".join(lines), purpose=Purpose.OFFICER)
 
 
@@ -114,18 +116,15 @@ async def _stats(turn: Turn, language: str) -> None:
 
 
 async def _show(turn: Turn, language: str, tip: Tip, rest: str) -> None:
-    t = turn.text
-    lines = [f"{tip.case_number} · {tip.status.value} · {_when(tip.created_at)}"]
-    flags = tip_flags(turn.catalogues, language, tip)
-    if flags:
-        lines.append(" · ".join(flags))
-    for step in REPORT_STEPS:
-        lines.append(f"{t(language, step.summary_key)}: {answer_label(turn.catalogues, language, step.id, tip.answers.get(step.id))}")
-    lines.append(f"{t(language, 'alert.field.channel')}: {tip.channel} · {t(language, 'alert.field.language')}: {language_shown(turn.catalogues, language, tip)}")
+    t, c = turn.text, turn.catalogues
+    lines = [view.headline(c, language, tip), f"{view.status(c, language, tip)} · {_when(turn, language, tip.created_at)}"]
+    lines.extend(view.line(c, language, step.id, tip.answers.get(step.id)) for step in REPORT_STEPS if step.id != "contact")
+    lines.append(view.contact_line(c, language, tip))
+    lines.append(view.channel_line(c, language, tip))
     followups = await turn.tx.followups.for_tip(tip.id)
     if followups:
         lines.append(t(language, "officer.followups") + ":")
-        lines.extend(f"- {t(language, 'officer.author.' + f.author)} ({_when(f.created_at)}): {f.text}" for f in followups)
+        lines.extend(f"- {t(language, 'officer.author.' + f.author)} ({_when(turn, language, f.created_at)}): {f.text}" for f in followups)
     await _audit(turn, tip, "view")
     turn.say_text(language, "officer.show", "\n".join(lines), purpose=Purpose.OFFICER)
 
@@ -175,5 +174,5 @@ async def _close(turn: Turn, language: str, tip: Tip, rest: str) -> None:
 _ACTIONS = {"show": _show, "ack": _ack, "reply": _reply, "close": _close}
 
 
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def _when(turn: Turn, language: str, timestamp: float) -> str:
+    return view.when(turn.catalogues, language, timestamp, turn.now, ZoneInfo(turn.config.officer_timezone))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bot.messages import Choice
-from handlers.alerts import answer_label
+from bot.i18n import Catalogues
 from handlers.flow import BY_ID, REPORT_STEPS, SKIP_VALUE, StepKind
 from handlers.state import Report
 from handlers.turn import Turn
@@ -12,6 +12,19 @@ from handlers.turn import Turn
 # Free text quoted back in the review: a short preview, never all of it (a 1,600-character answer
 # must not make every re-prompt cost 13 SMS segments).
 SUMMARY_PREVIEW_CHARS = 40
+
+
+def answer_label(catalogues: Catalogues, language: str, step_id: str, answer: object) -> str:
+    """A recorded answer in the person's own words, as their review shows it ("-" when skipped)."""
+    if answer in (None, "", []):
+        return catalogues.text(language, "summary.skipped")
+    step = BY_ID[step_id]
+    if step.kind is StepKind.CHOICE:
+        option = next((o for o in step.options if o.answer == answer), None)
+        return catalogues.text(language, option.label_key) if option else str(answer)
+    if isinstance(answer, list):
+        return " / ".join(str(a) for a in answer)
+    return str(answer)
 
 
 def show(turn: Turn, state: Report) -> None:

@@ -24,6 +24,7 @@ class ConversationConfig:
     max_details_messages: int = 50
     receipt_failures_allowed: int = 5  # per sender per hour, then a lock-out
     officer_language: str = "en"
+    officer_timezone: str = "America/Toronto"  # IANA name; officers read local times
     answer_window_seconds: float = 30 * 60  # after CHECK showed an officer's reply, messages answer it
     after_receipt_seconds: float = 15 * 60  # after a receipt, "thanks" is small talk, not a new report
     urgent_alerts_per_hour: int = 3  # per sender; later urgent cases are filed, flagged, not alerted at once

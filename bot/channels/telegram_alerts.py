@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import html
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from telegram import LinkPreviewOptions
+from telegram import LinkPreviewOptions, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import ExtBot
@@ -48,6 +49,8 @@ _SEPARATOR = "\n\n"  # between alerts of a digest (each alert's bold title start
 # the digest that follows a burst go out without waiting for the window.
 DIGEST_RESERVE = 3
 _MIN_DEFER = 0.1  # seconds; never a busy loop
+# Cases whose first alert message is remembered, so later alerts about them reply to it.
+_THREADS_KEPT = 2000
 
 
 def _html_pieces(text: str) -> list[tuple[str, int]]:
@@ -152,6 +155,11 @@ class TelegramAlertSink:
         # Officer groups that became supergroups: configured id -> the id Telegram moved them to.
         # Shared with the officer desk, so commands from the new group are answered too.
         self.moved = moved if moved is not None else {}
+        # (chat id, case) -> id of the first message about the case in that chat: an update, a
+        # correction, an addition or an answer is sent as a reply to it, so the case reads as one
+        # thread in order. Kept in memory: after a restart a case's next alert starts a new thread
+        # (its headline still names the case).
+        self._threads: OrderedDict[tuple[int, str], int] = OrderedDict()
         limiter = bot.rate_limiter
         self._limiter = limiter if isinstance(limiter, FloodLimiter) else None
 
@@ -213,14 +221,23 @@ class TelegramAlertSink:
             await self._send_to(exc.new_chat_id, message, markup)
 
     async def _send_to(self, chat_id: int, message: _Message, markup: object) -> None:
-        await self.bot.send_message(
+        case = next(iter(message.cases)) if len(message.cases) == 1 else None
+        first = self._threads.get((chat_id, case)) if case else None
+        sent = await self.bot.send_message(
             chat_id,
             _SEPARATOR.join(message.parts),
             parse_mode=ParseMode.HTML,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
             reply_markup=markup,
+            # Follow the case's first alert; if officers deleted it, send anyway.
+            reply_parameters=ReplyParameters(first, allow_sending_without_reply=True) if first else None,
             # Members cannot forward an alert or save it out of the group.
             protect_content=True,
             # No waiting inside the worker on a 429: the outbox reschedules the row.
             rate_limit_args=Retries(0),
         )
+        for named in message.cases:  # a digest starts the thread of every case it is the first to name
+            if (chat_id, named) not in self._threads:
+                self._threads[(chat_id, named)] = sent.message_id
+                if len(self._threads) > _THREADS_KEPT:
+                    self._threads.popitem(last=False)

@@ -49,7 +49,8 @@ from bot.outbox import DeliveryError, Sink
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsError
 from bot.sms_segments import split_for_twilio
-from handlers.alerts import AlertEvent, tip_flags
+from handlers.alerts import AlertEvent
+from handlers import officer_view
 from handlers.understanding import Control
 from handlers.words import fold
 from storage.records import OutboxItem, OutboxStatus, Tip
@@ -165,7 +166,7 @@ def officer_text(composer: AlertComposer, tip: Tip, event: AlertEvent) -> str:
     language = composer.language
     lines = [t(language, f"alert.{event.value}", case=tip.case_number)]
     # Every character counts in an SMS: the urgent title already says URGENT.
-    flags = tip_flags(composer.catalogues, language, tip, urgent=event is not AlertEvent.URGENT)
+    flags = officer_view.flags(composer.catalogues, language, tip, urgent=event is not AlertEvent.URGENT)
     if flags:
         lines.append(" · ".join(flags))
     return "\n".join(lines)

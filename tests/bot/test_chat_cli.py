@@ -147,7 +147,7 @@ def test_officer_commands_in_chat_and_the_audit_command(tmp_path: Path) -> None:
     data = tmp_path / "data"
     script = ["1", "2", "2", "2", "2", PLACE, "3", DETAILS[0], "DONE", "1", "1", "/list"]
     first = chat(data, script)
-    case = re.search(r"(\d\d-\d{4}) · open", first.stdout).group(1)
+    case = re.search(r"(\d\d-\d{4}) · new", first.stdout).group(1)
     code = RECEIPT.search(first.stdout).group(0)
     result = chat(data, [f"/show {case}", f"/reply {case} Which floor?", f"CHECK {code}", "Third floor", f"/close {case} done"])
     # The console tipster is told, without the content, that something arrived; CHECK reads it.

@@ -109,7 +109,7 @@ def test_a_command_sent_as_a_reply_to_an_alert_acts_on_its_case(serve, fake: Fak
         return group.sent()[before:]
 
     (shown,) = reply_to_alert("/show")
-    assert shown["text"].startswith(case)
+    assert shown["text"].split("\n")[0] == f"URGENT — {case}"
     (acked,) = reply_to_alert("/ack")
     assert acked["text"] == CATALOGUES.text("en", "officer.ack.done", case=case)
     assert running.on_server(running.runtime.store.tips.by_case(case)).status is TipStatus.ACKNOWLEDGED
@@ -172,7 +172,9 @@ def test_a_reply_round_trip_with_a_telegram_tipster(serve, fake: FakeTelegramAPI
     answered_before = len(fake.calls_of("answerCallbackQuery"))  # the tipster's own presses
     assert [m["text"] for m in group.press(f"o:ack:{case}")] == [f"Case {case} acknowledged."]
     (shown,) = group.press(f"o:show:{case}")
-    assert shown["text"].startswith(f"{case} · acknowledged") and PLACE in shown["text"] and DETAILS in shown["text"]
+    headline, state = shown["text"].split("\n")[:2]
+    assert headline.endswith(f" — {case}") and state.startswith("acknowledged · ") and state.endswith("(just now)")
+    assert PLACE in shown["text"] and DETAILS in shown["text"]
     assert len(fake.calls_of("answerCallbackQuery")) == answered_before + 2  # both spinners stopped
 
     (sent,) = group.type(f"/reply {case} Which floor is the room on?")
@@ -221,7 +223,7 @@ def test_a_reply_round_trip_with_an_sms_tipster(serve, fake: FakeTelegramAPI, fa
     code = RECEIPT.search(" ".join(last)).group(0)
     case = case_of(running)
     alert = group.alert(CATALOGUES.text("en", "alert.new", case=case))
-    assert "sms" in alert["text"]
+    assert "Channel: SMS" in alert["text"] and "Contact: may reply" in alert["text"]
 
     (shown,) = group.press(f"o:show:{case}")
     assert "Motel Lune, 12 rue Fictive" in shown["text"] and "A grey van parks there at night" in shown["text"]
@@ -256,3 +258,42 @@ def test_alerts_follow_a_group_that_became_a_supergroup_and_its_officers_still_c
     moved.wait_for(lambda: all(r["status"] == "delivered" for r in running.outbox("telegram")))
     (listing,) = moved.type("/list")
     assert case in listing["text"]
+
+
+# --- alerts about one case read as one thread ---------------------------------------------------
+
+
+def stored(fake: FakeTelegramAPI, group: Group, sent: dict) -> dict:
+    """The message the fake keeps for what the bot sent (with its id and what it replies to)."""
+    return next(m for (chat, _), m in fake.messages.items() if chat == str(group.chat) and m["text"] == sent["text"])
+
+
+def test_later_alerts_about_an_urgent_case_reply_to_its_first_alert(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    person = tipster(fake, running)
+    file_urgent_tip(person)
+    case = case_of(running)
+    first = group.alert(CATALOGUES.text("en", "alert.urgent", case=case))
+    person.say("Motel Lune, Laval")  # the urgent flow asks where first; the answer updates the case
+    update = group.alert(CATALOGUES.text("en", "alert.update", case=case))
+    assert stored(fake, group, update)["reply_to_message"]["message_id"] == stored(fake, group, first)["message_id"]
+    assert update["text"].startswith(f"<b>URGENT · Motel Lune, Laval — {case}</b>")
+    assert "reply_to_message" not in stored(fake, group, first)  # the first alert starts the thread
+
+
+def test_an_addition_alert_says_what_arrived_and_how_to_read_it(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    person = tipster(fake, running)
+    code = RECEIPT.search(finish_english_conversation(person)[0]["text"]).group(0)
+    case = case_of(running)
+    first = group.alert(CATALOGUES.text("en", "alert.new", case=case))
+    person.say(f"ADD {code} I saw a second van this morning")
+    added = group.alert(CATALOGUES.text("en", "alert.addition", case=case))
+    assert CATALOGUES.text("en", "alert.arrived", count=1, case=case) in added["text"]
+    assert "second van" not in added["text"]  # full_details is off: read with Show
+    assert stored(fake, group, added)["reply_to_message"]["message_id"] == stored(fake, group, first)["message_id"]
+    assert [b["callback_data"] for row in added["reply_markup"]["inline_keyboard"] for b in row] == [f"o:ack:{case}", f"o:show:{case}"]
+    (shown,) = group.press(f"o:show:{case}")
+    assert "I saw a second van this morning" in shown["text"]

@@ -293,6 +293,13 @@ class FakeTelegramAPI:
         for extra in ("reply_markup", "entities", "message_thread_id"):
             if extra in p:
                 msg[extra] = p[extra]
+        reply = p.get("reply_parameters")
+        if reply is not None:
+            replied = self.messages.get((str(p["chat_id"]), int(reply["message_id"])))
+            if replied is None and not reply.get("allow_sending_without_reply"):
+                raise ApiError(400, "Bad Request: message to be replied not found")
+            if replied is not None:
+                msg["reply_to_message"] = dict(replied)
         self.messages[(str(p["chat_id"]), msg["message_id"])] = msg
         return msg
 

@@ -53,7 +53,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from bot.engine import Engine
 from bot.messages import InboundKind, InboundMessage, OutboundMessage, Purpose
 from bot.rate_limit import RateLimiter
-from handlers.alerts import REPEATED_FLAG
+from handlers.officer_view import REPEATED_FLAG
 from handlers.flow import BY_ID, StepKind
 from handlers.turn import ConversationConfig
 from storage.crypto import Cipher, KeyRing

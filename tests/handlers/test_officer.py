@@ -130,7 +130,7 @@ async def test_a_case_is_found_however_a_phone_keyboard_types_it(engine: Engine,
     short = str(int(number))
     for typed in (f"/show {short}", f"/show {number}", f"/show {year}-{short}", f"/show{tip.case_number}", f"/show #{short}", f"/SHOW {tip.case_number}"):
         [shown] = await officer(engine, typed)
-        assert shown.startswith(tip.case_number), typed
+        assert shown.split("\n")[0].endswith(tip.case_number), typed
     [missing] = await officer(engine, "/show 999")
     assert missing == TEXT("en", "officer.unknown_case", case=f"{year}-0999")
 
@@ -161,3 +161,72 @@ def test_an_alert_headline_reads_at_a_glance() -> None:
     assert second == TEXT("en", "alert.urgent", case="26-0001")
     quiet = Tip("t2", "26-0002", TipStatus.OPEN, "s", "sms", "en", 0.0, 0.0, answers={"when": "week"})
     assert render_alert(Catalogues.load(), "fr", quiet, AlertEvent.NEW, full_details=False).split("\n")[0] == "26-0002"
+
+
+# --- officer vocabulary, language and clock ---------------------------------------------------------
+
+
+async def test_show_reads_in_officer_vocabulary_and_local_time(engine: Engine, store: SqliteStore, clock) -> None:
+    await _file(engine, ENGLISH_FULL, "tipster-a")  # a witness, forced work, no replies
+    (tip,) = await store.tips.list(None)
+    clock.advance(12 * 60)
+    [shown] = await officer(engine, f"/show {tip.case_number}")
+    lines = shown.splitlines()
+    assert lines[0] == f"Motel Lune, 12 rue Fictive — {tip.case_number}"
+    # 1_800_000_000 is 08:00 UTC on 15 January 2027: 03:00 in Toronto (EST, UTC-5).
+    assert lines[1] == "new · 2027-01-15 03:00 (12 min ago)"
+    assert "Reporter: witness" in lines and "Type: labour exploitation" in lines and "Contact: do not contact" in lines
+    assert "Channel: SMS · Language: English" in lines
+    assert not any(line.startswith(("You are", "May we text you")) for line in lines)  # the tipster's own labels
+
+
+async def test_french_officers_read_every_label_and_state_in_french(store: SqliteStore, cipher, catalogues, clock) -> None:
+    from bot.rate_limit import RateLimiter
+    from handlers.turn import ConversationConfig
+
+    french = Engine(
+        store, cipher, catalogues, ConversationConfig(officer_language="fr", officer_timezone="America/Vancouver"),
+        clock=clock, rate_limiter=RateLimiter(burst=10_000),
+    )  # fmt: skip
+    await _file(french, ENGLISH_FULL, "tipster-a")
+    clock.advance(3 * 3600)
+    [listing] = await officer(french, "/list")
+    case = (await store.tips.list(None))[0].case_number
+    assert listing.splitlines()[1] == f"{case} · nouveau · 2027-01-15 00:00 (il y a 3 h) · exploitation par le travail"
+    [shown] = await officer(french, f"/show {case}")
+    for line in ("Signalé par : témoin", "Contact : ne pas recontacter", "Canal : SMS · Langue : anglais"):
+        assert line.replace(" :", ":") in shown.replace(" :", ":"), line
+    english_words = {"Reporter", "witness", "Contact: do not", "English", "new", "ago"}
+    assert not any(word in shown + listing for word in english_words)
+
+
+def test_every_choice_answer_and_state_has_officer_words_in_every_language(catalogues: Catalogues) -> None:
+    from handlers.flow import REPORT_STEPS, StepKind
+
+    for language, table in catalogues.messages.items():
+        for step in REPORT_STEPS:
+            assert f"officer.field.{step.id}" in table, (language, step.id)
+            if step.kind is StepKind.CHOICE:
+                for option in step.options:
+                    assert f"officer.value.{step.id}.{option.answer}" in table, (language, step.id, option.answer)
+        for status in TipStatus:
+            assert f"officer.status.{status.value}" in table, (language, status)
+
+
+def test_ages_read_as_officers_say_them(catalogues: Catalogues) -> None:
+    from handlers.officer_view import age
+
+    said = [age(catalogues, "en", s) for s in (-5, 30, 60, 59 * 60, 60 * 60, 47 * 3600, 48 * 3600, 10 * 86400)]
+    assert said == ["just now", "just now", "1 min ago", "59 min ago", "1 h ago", "47 h ago", "2 days ago", "10 days ago"]
+    assert age(catalogues, "fr", 12 * 60) == "il y a 12 min"
+
+
+def test_an_unknown_time_zone_stops_start_up_naming_the_setting() -> None:
+    import pytest
+
+    from bot.settings import SettingsError, load_settings
+
+    assert load_settings(_env_file=None).timezone == "America/Toronto"
+    assert load_settings(_env_file=None, timezone="Europe/Paris").zone.key == "Europe/Paris"
+    with pytest.raises(SettingsError, match="^setting TIPLINE_TIMEZONE: unknown time zone 'Mars/Olympus'"):
+        load_settings(_env_file=None, timezone="Mars/Olympus")
