@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import io
 import json
 import logging
@@ -93,8 +94,14 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if timestamp else ""
 
 
+def _who(officer: str) -> str:
+    """An officer's pseudonym, shortened; a CLI account as it is ("cli:root")."""
+    return officer if officer.startswith("cli:") else f"officer {officer[:8]}"
+
+
 def _flags(tip: Tip) -> str:
-    return " ".join(f for f, on in (("URGENT", tip.urgent), ("MINOR", tip.minor), ("INCOMPLETE", not tip.complete)) if on)
+    flags = (("EDITED", tip.altered), ("URGENT", tip.urgent), ("MINOR", tip.minor), ("INCOMPLETE", not tip.complete))
+    return " ".join(f for f, on in flags if on)
 
 
 def tip_record(tip: Tip, followups: list) -> dict:
@@ -107,11 +114,27 @@ def tip_record(tip: Tip, followups: list) -> dict:
         "channel": tip.channel,
         "language": tip.language,
         "accepts_replies": tip.contact_ok,
+        "edited_outside_tipline": tip.altered,
         "created": _when(tip.created_at),
         "updated": _when(tip.updated_at),
         "answers": tip.answers,
         "followups": [{"author": f.author, "at": _when(f.created_at), "text": f.text} for f in followups],
     }
+
+
+def _operator() -> str:
+    """Who read tips on the command line, for the audit log: the account that ran it."""
+    try:
+        return "cli:" + getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"cli:uid-{os.getuid()}"
+
+
+async def _audited(store: SqliteStore, action: str, tips: list[Tip]) -> None:
+    """A CLI read is audited like an officer's: one entry per case shown, or one for a list."""
+    async with store.transaction() as tx:
+        for tip_id in [t.id for t in tips] if action == "view" else [""]:
+            await tx.audit.append(_operator(), tip_id, action, time.time())
 
 
 async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,16 +148,23 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
             print(", ".join(f"{name}: {count}" for name, count in report.items()))
             return 0
         if args.action == "audit":
-            cases = {t.id: t.case_number for t in await store.tips.list(None, limit=None)}
+            tips = await store.tips.list(None, limit=None)
+            cases = {t.id: t.case_number for t in tips}
             for entry in await store.audit.entries():
-                print(f"{entry.seq:>6}  {_when(entry.at)}  officer {entry.officer[:8]}  {cases.get(entry.tip_id, '(purged)'):<9} {entry.action}")
+                case = cases.get(entry.tip_id, "(purged)") if entry.tip_id else "-"
+                print(f"{entry.seq:>6}  {_when(entry.at)}  {_who(entry.officer):<16} {case:<9} {entry.action}")
             problems = await store.audit.verify()
+            problems += [f"case {t.case_number}: its row was edited outside Tipline (seal does not match)" for t in tips if t.altered]
+            altered = await store.outbox.altered_count()
+            if altered:
+                problems.append(f"{altered} outbox rows were edited outside Tipline (sink or payload does not match its seal)")
             for problem in problems:
                 print(f"tipline: {problem}", file=sys.stderr)
             print("audit chain: " + ("BROKEN" if problems else "intact"))
             return 1 if problems else 0
         if args.action == "list":
             statuses = None if args.all else OPEN_STATUSES
+            await _audited(store, "list", [])
             for tip in await store.tips.list(statuses, limit=None):
                 local = datetime.fromtimestamp(tip.created_at, settings.zone).strftime("%Y-%m-%d %H:%M %Z")
                 print(f"{tip.case_number}  {tip.status.value:<12} {local}  {tip.channel:<9} {_flags(tip)}")
@@ -144,9 +174,12 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
             if tip is None:
                 print(f"tipline: no case {args.case}", file=sys.stderr)
                 return 1
+            await _audited(store, "view", [tip])
             print(json.dumps(tip_record(tip, await store.followups.for_tip(tip.id)), indent=2, ensure_ascii=False))
             return 0
-        records = [tip_record(t, await store.followups.for_tip(t.id)) for t in await store.tips.list(None, limit=None)]
+        everything = await store.tips.list(None, limit=None)
+        await _audited(store, "export", [])
+        records = [tip_record(t, await store.followups.for_tip(t.id)) for t in everything]
         text = _export(records, args.format)
         if args.output:
             _write_private(args.output, text)
@@ -182,7 +215,7 @@ def _export(records: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()
-    columns = ["case", "status", "urgent", "minor", "complete", "channel", "language", "accepts_replies", "created", "updated"]
+    columns = ["case", "status", "urgent", "minor", "complete", "channel", "language", "accepts_replies", "edited_outside_tipline", "created", "updated"]
     answer_columns = ["danger", "role", "kind", "minors", "where", "when", "details", "contact"]
     writer = csv.writer(out)
     writer.writerow(columns + answer_columns + ["followups"])

@@ -4,6 +4,8 @@ Rows are delivered in priority order (urgent first), retried with exponential ba
 marked delivered only after the sink confirmed, and moved to ``dead`` after ``max_attempts``
 (visible in ``/healthz`` and the CLI). Pending rows survive restarts: the worker simply finds them.
 A sink is chosen by the prefix of the row's ``sink`` field ("telegram:-100123" → "telegram").
+A row goes only where the deployment sends (``allowed``): its payload is sealed together with its
+sink, so a row whose sink was edited in the database does not open and is set aside, never sent.
 
 A sink may also offer ``deliver_batch(items, target)``: the worker then hands it all the rows due
 for one target at once (in priority order), so it can merge them (the Telegram group's digest when
@@ -71,9 +73,12 @@ class OutboxWorker:
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
         batch: int = 50,
+        allowed: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.sinks = sinks
+        # Whether a row's sink ("telegram:-100123") is one this deployment sends to; None: any.
+        self.allowed = allowed
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -97,6 +102,10 @@ class OutboxWorker:
         async with self._pass:
             delivered = 0
             due = await self.store.outbox.due(self._clock(), self._batch)
+            refused = [i for i in due if self._refusal(i)]
+            for item in refused:
+                await self._failed(item, self._refusal(item) or "", None, permanent=True)
+            due = [i for i in due if i not in refused]
             batched: set[str] = set()
             for item in due:
                 if not hasattr(self.sinks.get(item.sink.partition(":")[0]), "deliver_batch"):
@@ -105,6 +114,14 @@ class OutboxWorker:
                     batched.add(item.sink)
                     delivered += await self._deliver([i for i in due if i.sink == item.sink])
             return delivered
+
+    def _refusal(self, item: OutboxItem) -> str | None:
+        """Why a row must not be sent at all (it goes dead at once, and is counted), or None."""
+        if item.payload is None:
+            return "altered in the database: its sink or payload does not match its seal; not sent"
+        if self.allowed is not None and not self.allowed(item.sink):
+            return f"{item.sink.partition(':')[0]} target is not configured (TIPLINE_OFFICERS__*); not sent"
+        return None
 
     async def _deliver(self, items: list[OutboxItem]) -> int:
         """Hand rows for one target to their sink (one row, or a batch to a BatchSink); mark what

@@ -89,7 +89,15 @@ class Runtime:
         tipster_sink = TipsterSink(store, catalogues)
         worker = OutboxWorker(store, {"console": ConsoleSink(composer), "tipster": tipster_sink})
         engine = Engine(store, cipher, catalogues, conversation_config(settings, ("console",)), on_alerts=worker.wake)
-        return cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink)
+        runtime = cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink)
+        worker.allowed = runtime.sends_to
+        return runtime
+
+    def sends_to(self, sink: str) -> bool:
+        """Whether this deployment sends to ``sink``: an officer target it alerts, or a sink whose
+        address is not in the row (a tipster's reply goes to the tip's own sealed contact)."""
+        prefix = sink.partition(":")[0]
+        return sink in self.engine.config.alert_sinks or getattr(self.worker.sinks.get(prefix), "addressed_by_payload", False)
 
     def route_alerts(self, sinks: dict[str, Sink], targets: tuple[str, ...]) -> None:
         """Channels add their sinks; officer alerts go to their targets (the console when none)."""

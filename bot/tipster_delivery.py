@@ -23,6 +23,9 @@ class TipsterSender(Protocol):
 
 
 class TipsterSink:
+    # Where a reply goes is the tip's own sealed contact, not the row's sink: always allowed.
+    addressed_by_payload = True
+
     def __init__(self, store: Store, catalogues: Catalogues) -> None:
         self.store = store
         self.catalogues = catalogues

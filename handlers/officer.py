@@ -1,15 +1,15 @@
 """Officer commands (DESIGN §4), channel-agnostic: a channel marks a message as coming from an
 officer chat (``InboundMessage.officer`` = the officer's pseudonym) and this module answers it.
 
-    /list                    open tips, urgent and minor first
+    /list                    open tips, urgent and minor first (audited)
     /show CASE               one tip in full (audited)
     /ack CASE                acknowledge (audited)
     /reply CASE text         anonymous reply to the tipster (audited)
     /close CASE reason       close; the contact address is erased (audited)
-    /stats                   counts
+    /stats                   counts (audited)
 
-Every view, acknowledgement, reply and close is written to the hash-chained audit log in the same
-transaction as its effect.
+Every list, stats, view, acknowledgement, reply and close is written to the keyed hash-chained
+audit log in the same transaction as its effect.
 """
 
 from __future__ import annotations
@@ -86,12 +86,15 @@ def _say(turn: Turn, language: str, key: str, **values: object) -> None:
     turn.say(language, key, purpose=Purpose.OFFICER, **values)
 
 
-async def _audit(turn: Turn, tip: Tip, action: str) -> None:
-    await turn.tx.audit.append(turn.msg.officer or "unknown", tip.id, action, turn.now)
+async def _audit(turn: Turn, action: str, tip: Tip | None = None) -> None:
+    """An entry in the keyed audit chain, in the command's own transaction; reads of many cases
+    (/list, /stats) name no tip."""
+    await turn.tx.audit.append(turn.msg.officer or "unknown", tip.id if tip else "", action, turn.now)
 
 
 async def _list(turn: Turn, language: str) -> None:
     tips = await turn.tx.tips.list(OPEN_STATUSES, limit=50)
+    await _audit(turn, "list")
     if not tips:
         _say(turn, language, "officer.list.empty")
         return
@@ -108,6 +111,7 @@ async def _stats(turn: Turn, language: str) -> None:
     open_tips = await turn.tx.tips.list(OPEN_STATUSES, limit=None)
     closed = await turn.tx.tips.list((TipStatus.CLOSED,), limit=None)
     week = sum(t.created_at >= turn.now - 7 * 86400 for t in open_tips + closed)
+    await _audit(turn, "stats")
     _say(
         turn, language, "officer.stats",
         open=len(open_tips), urgent=sum(t.urgent for t in open_tips), minor=sum(t.minor for t in open_tips),
@@ -125,7 +129,7 @@ async def _show(turn: Turn, language: str, tip: Tip, rest: str) -> None:
     if followups:
         lines.append(t(language, "officer.followups") + ":")
         lines.extend(f"- {t(language, 'officer.author.' + f.author)} ({_when(turn, language, f.created_at)}): {f.text}" for f in followups)
-    await _audit(turn, tip, "view")
+    await _audit(turn, "view", tip)
     turn.say_text(language, "officer.show", "\n".join(lines), purpose=Purpose.OFFICER)
 
 
@@ -134,7 +138,7 @@ async def _ack(turn: Turn, language: str, tip: Tip, rest: str) -> None:
         tip.status = TipStatus.ACKNOWLEDGED
         tip.updated_at = turn.now
         await turn.tx.tips.save(tip)
-    await _audit(turn, tip, "acknowledge")
+    await _audit(turn, "acknowledge", tip)
     _say(turn, language, "officer.ack.done", case=tip.case_number)
 
 
@@ -147,7 +151,7 @@ async def _reply(turn: Turn, language: str, tip: Tip, rest: str) -> None:
         return
     followup = Followup(uuid.uuid4().hex, tip.id, "officer", rest.strip()[: turn.config.max_text_chars], turn.now)
     await turn.tx.followups.add(followup)
-    await _audit(turn, tip, "reply")
+    await _audit(turn, "reply", tip)
     if tip.contact_ok and tip.contact_address:
         await turn.tx.outbox.add(
             OutboxItem(
@@ -167,7 +171,7 @@ async def _close(turn: Turn, language: str, tip: Tip, rest: str) -> None:
     tip.close_reason = rest.strip()[:500] or None
     tip.contact_address = None  # a closed case is never replied to
     await turn.tx.tips.save(tip)
-    await _audit(turn, tip, "close")
+    await _audit(turn, "close", tip)
     _say(turn, language, "officer.close.done", case=tip.case_number)
 
 

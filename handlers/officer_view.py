@@ -70,7 +70,10 @@ def channel_line(catalogues: Catalogues, language: str, tip: Tip) -> str:
 def flags(catalogues: Catalogues, language: str, tip: Tip, *, urgent: bool = True) -> list[str]:
     """URGENT / MINOR INVOLVED / REPEATED, as officers read them (``urgent=False`` leaves URGENT out
     where the title already says it)."""
-    found = [catalogues.text(language, "alert.flag.urgent")] if urgent and tip.urgent else []
+    # An edited row's flags may be false: say so before anything else (python main.py tips audit).
+    found = [catalogues.text(language, "alert.flag.altered")] if tip.altered else []
+    if urgent and tip.urgent:
+        found.append(catalogues.text(language, "alert.flag.urgent"))
     if tip.minor:
         found.append(catalogues.text(language, "alert.flag.minor"))
     if tip.answers.get(REPEATED_FLAG):
@@ -83,7 +86,7 @@ def headline(catalogues: Catalogues, language: str, tip: Tip) -> str:
     "URGENT · NOW · MINOR INVOLVED · Motel Lune, Laval — 26-0001"."""
     shown = flags(catalogues, language, tip)
     if tip.answers.get("when") == "now":
-        shown.insert(1 if tip.urgent else 0, catalogues.text(language, "alert.flag.now"))
+        shown.insert(int(tip.urgent) + int(tip.altered), catalogues.text(language, "alert.flag.now"))
     place = " ".join(str(tip.answers.get("where") or "").split())
     if len(place) > HEADLINE_PLACE_CHARS:
         place = place[: HEADLINE_PLACE_CHARS - 1].rstrip() + "…"

@@ -7,6 +7,9 @@
   ring, so the database alone cannot be searched for a phone number or a Telegram id.
 * Lookup hashes for receipts (the tipster's secret code) with the same pepper, so a stolen database
   cannot be brute-forced offline.
+* Integrity: a row seal (HMAC over a tip's plain columns: case, flags, receipt hash, state) and the
+  audit log's hash chain, both keyed from the key ring, so write access to the database file alone
+  cannot swap a receipt hash, flip a flag or rebuild the audit chain unnoticed.
 
 The key ring lives outside the database: a JSON file (0600) or the content of an environment
 variable. Rotation adds a new active key and keeps the old ones so existing rows still open; rows
@@ -231,9 +234,24 @@ class Cipher:
     def fingerprint(self) -> str:
         return self._ring.fingerprint()
 
+    # --- integrity -------------------------------------------------------------------------
 
-def chain_hash(previous: str, record: str) -> str:
-    """Hash chaining for the audit log: each row commits to the one before it."""
+    def _integrity(self, purpose: str, message: str) -> str:
+        key = hmac.new(self._ring.pepper, b"tipline/integrity-key", hashlib.sha256).digest()
+        return hmac.new(key, f"{purpose}|{message}".encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def row_seal(self, table: str, row: str, values: tuple[object, ...]) -> str:
+        """A keyed MAC over a row's plain columns (bound to its table and id)."""
+        return self._integrity("row", json.dumps([table, row, *values], separators=(",", ":")))
+
+    def chain_hash(self, previous: str, record: str) -> str:
+        """The audit log's chain: each row commits to the one before it, under a key from the key
+        ring, so someone without the keys cannot rebuild the chain after editing a row."""
+        return self._integrity("audit", f"{previous}\n{record}")
+
+
+def unkeyed_chain_hash(previous: str, record: str) -> str:
+    """The audit chain before it was keyed (schema 2 and earlier): read once, at the upgrade."""
     return hashlib.sha256(f"{previous}\n{record}".encode("utf-8")).hexdigest()
 
 

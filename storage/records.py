@@ -52,6 +52,9 @@ class Tip:
     contact_address: str | None = field(default=None, repr=False)
     closed_at: float | None = None
     close_reason: str | None = None
+    # Read back with plain columns (case, flags, receipt hash, state…) that no longer match the
+    # row's keyed seal: someone edited the database file. Shown flagged; never found by a receipt.
+    altered: bool = False
 
 
 @dataclass
@@ -68,7 +71,7 @@ class Followup:
 class OutboxItem:
     id: str
     sink: str  # "console", "telegram:<chat id>", "sms:<pseudonym>", "tipster", "twilio-redact"
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None  # None: the row did not open (its sink or payload was edited)
     status: OutboxStatus
     attempts: int
     next_at: float

@@ -7,12 +7,16 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
+import logging
+
 import aiosqlite
 
-from storage.crypto import Cipher, chain_hash
+from storage.crypto import Cipher, DecryptionError
 from storage.records import AuditEntry, Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
 
 GENESIS_HASH = "0" * 64
+
+log = logging.getLogger(__name__)
 
 
 class _Repository:
@@ -82,10 +86,24 @@ class SqliteDraftRepository(_Repository):
         return cursor.rowcount
 
 
-_TIP_COLUMNS = (
+TIP_COLUMNS = (
     "id, case_number, status, sender, channel, language, urgent, minor, complete, contact_ok, receipt_hash, "
-    "answers, contact, close_reason, created_at, updated_at, closed_at"
+    "answers, contact, close_reason, created_at, updated_at, closed_at, seal"
 )
+
+
+ALTERED_SEAL = "altered"  # never a valid seal (not hex of 64): keeps an edited tip flagged
+
+
+def tip_seal(cipher: Cipher, tip_id: str, plain: tuple[object, ...]) -> str:
+    """The keyed seal over a tip's plain columns (everything but the encrypted ones), in
+    ``TIP_COLUMNS`` order: case number, status, sender, channel, language, the four flags, the
+    receipt hash and the times. A swapped receipt hash or a flipped flag no longer matches."""
+    return cipher.row_seal("tips", tip_id, plain)
+
+
+def tip_plain_columns(row: Any) -> tuple[object, ...]:
+    return (*row[1:11], *(float(t) if t is not None else None for t in row[14:17]))
 
 
 class SqliteTipRepository(_Repository):
@@ -109,14 +127,15 @@ class SqliteTipRepository(_Repository):
             created_at=row[14],
             updated_at=row[15],
             closed_at=row[16],
+            altered=row[17] != tip_seal(self._cipher, tip_id, tip_plain_columns(row)),
         )
 
     async def get(self, tip_id: str) -> Tip | None:
-        row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE id = ?", (tip_id,))
+        row = await self._one(f"SELECT {TIP_COLUMNS} FROM tips WHERE id = ?", (tip_id,))
         return self._tip(row) if row else None
 
     async def by_case(self, case_number: str) -> Tip | None:
-        row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE case_number = ?", (case_number.strip().upper(),))
+        row = await self._one(f"SELECT {TIP_COLUMNS} FROM tips WHERE case_number = ?", (case_number.strip().upper(),))
         return self._tip(row) if row else None
 
     async def urgent_since(self, sender: str, since: float) -> int:
@@ -125,8 +144,14 @@ class SqliteTipRepository(_Repository):
         return int(row[0])
 
     async def by_receipt_hash(self, receipt_hash: str) -> Tip | None:
-        row = await self._one(f"SELECT {_TIP_COLUMNS} FROM tips WHERE receipt_hash = ?", (receipt_hash,))
-        return self._tip(row) if row else None
+        """The tip a receipt opens; never one whose row was edited (a receipt hash swapped in from
+        another case must not open it)."""
+        row = await self._one(f"SELECT {TIP_COLUMNS} FROM tips WHERE receipt_hash = ?", (receipt_hash,))
+        tip = self._tip(row) if row else None
+        if tip is not None and tip.altered:
+            log.error("tip %s: its row was edited outside Tipline; a receipt look-up was refused", tip.case_number)
+            return None
+        return tip
 
     async def list(self, statuses: tuple[TipStatus, ...] | None = None, limit: int | None = 50) -> list[Tip]:
         """Urgent first, then minors, then newest; ``limit=None`` for all of them."""
@@ -135,7 +160,7 @@ class SqliteTipRepository(_Repository):
             where = f"WHERE status IN ({', '.join('?' * len(statuses))})"
             params = tuple(s.value for s in statuses)
         rows = await self._all(
-            f"SELECT {_TIP_COLUMNS} FROM tips {where} ORDER BY urgent DESC, minor DESC, created_at DESC LIMIT ?",
+            f"SELECT {TIP_COLUMNS} FROM tips {where} ORDER BY urgent DESC, minor DESC, created_at DESC LIMIT ?",
             (*params, -1 if limit is None else limit),
         )
         return [self._tip(r) for r in rows]
@@ -143,18 +168,20 @@ class SqliteTipRepository(_Repository):
     async def save(self, tip: Tip) -> None:
         contact = self._seal(tip.contact_address, "tips", "contact", tip.id) if tip.contact_address else None
         reason = self._seal(tip.close_reason, "tips", "close_reason", tip.id) if tip.close_reason else None
+        row = (
+            tip.id, tip.case_number, tip.status.value, tip.sender, tip.channel, tip.language,
+            int(tip.urgent), int(tip.minor), int(tip.complete), int(tip.contact_ok), tip.receipt_hash,
+            self._seal(tip.answers, "tips", "answers", tip.id), contact, reason,
+            float(tip.created_at), float(tip.updated_at), float(tip.closed_at) if tip.closed_at is not None else None,
+        )  # fmt: skip
         await self._conn.execute(
             # An upsert, not INSERT OR REPLACE: REPLACE deletes the row first, which cascades to its
             # follow-ups and would silently drop another tip holding the same case number/receipt.
-            f"INSERT INTO tips ({_TIP_COLUMNS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT (id) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in _TIP_COLUMNS.split(", ")[1:]),
-            (
-                tip.id, tip.case_number, tip.status.value, tip.sender, tip.channel, tip.language,
-                int(tip.urgent), int(tip.minor), int(tip.complete), int(tip.contact_ok), tip.receipt_hash,
-                self._seal(tip.answers, "tips", "answers", tip.id), contact, reason,
-                tip.created_at, tip.updated_at, tip.closed_at,
-            ),
-        )  # fmt: skip
+            f"INSERT INTO tips ({TIP_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in TIP_COLUMNS.split(", ")[1:]),
+            # A tip read back altered stays altered when saved again (an /ack must not launder an edit).
+            (*row, ALTERED_SEAL if tip.altered else tip_seal(self._cipher, tip.id, tip_plain_columns(row))),
+        )
 
     async def delete(self, tip_id: str) -> None:
         await self._conn.execute("DELETE FROM tips WHERE id = ?", (tip_id,))
@@ -213,21 +240,34 @@ class SqliteProcessedRepository(_Repository):
 _OUTBOX_COLUMNS = "id, sink, payload, status, attempts, next_at, created_at, priority, delivered_at, last_error"
 
 
+def outbox_row(item_id: str, sink: str) -> str:
+    """The associated data of an outbox payload: its row and where it goes, so a row whose sink
+    (or target) is edited no longer opens and is never sent there."""
+    return f"{item_id}|{sink}"
+
+
 class SqliteOutboxRepository(_Repository):
     def _item(self, r: Any) -> OutboxItem:
-        return OutboxItem(
-            r[0], r[1], self._open(r[2], "outbox", "payload", r[0]), OutboxStatus(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]
-        )
+        try:
+            payload = self._open(r[2], "outbox", "payload", outbox_row(r[0], r[1]))
+        except DecryptionError:
+            payload = None  # the worker sets it aside as altered; other rows go on
+        return OutboxItem(r[0], r[1], payload, OutboxStatus(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
 
     async def add(self, item: OutboxItem) -> None:
         await self._conn.execute(
             f"INSERT INTO outbox ({_OUTBOX_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "(SELECT coalesce(max(seq), 0) + 1 FROM outbox))",
             (
-                item.id, item.sink, self._seal(item.payload, "outbox", "payload", item.id), item.status.value,
+                item.id, item.sink, self._seal(item.payload, "outbox", "payload", outbox_row(item.id, item.sink)), item.status.value,
                 item.attempts, item.next_at, item.created_at, item.priority, item.delivered_at, item.last_error,
             ),
         )  # fmt: skip
+
+    async def altered_count(self) -> int:
+        """Rows whose payload does not open with their id and sink: edited in the database."""
+        rows = await self._all(f"SELECT {_OUTBOX_COLUMNS} FROM outbox")
+        return sum(self._item(r).payload is None for r in rows)
 
     async def due(self, now: float, limit: int = 50) -> list[OutboxItem]:
         rows = await self._all(
@@ -268,14 +308,19 @@ class SqliteOutboxRepository(_Repository):
 
 
 class SqliteAuditRepository(_Repository):
-    """Append-only, hash-chained: each row's hash covers its content and the previous hash."""
+    """Append-only, hash-chained: each row's hash covers its content and the previous hash, keyed
+    from the key ring (``Cipher.chain_hash``) so the chain cannot be rebuilt without the keys."""
+
+    def _chain(self, previous: str, record: str) -> str:
+        assert self._cipher is not None
+        return self._cipher.chain_hash(previous, record)
 
     async def append(self, officer: str, tip_id: str, action: str, at: float) -> AuditEntry:
         last = await self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         # float(): the column is REAL, so an int time would read back as 5.0 and no longer hash to 5.
         entry = AuditEntry(seq, float(at), officer, tip_id, action, prev, "")
-        entry.hash = chain_hash(prev, entry.record())
+        entry.hash = self._chain(prev, entry.record())
         await self._conn.execute(
             "INSERT INTO audit (seq, at, officer, tip_id, action, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (entry.seq, entry.at, entry.officer, entry.tip_id, entry.action, entry.prev_hash, entry.hash),
@@ -301,13 +346,16 @@ class SqliteAuditRepository(_Repository):
                 problems.append(f"audit row {expected_seq} is missing (next is {entry.seq})")
             if entry.prev_hash != previous:
                 problems.append(f"audit row {entry.seq} does not follow the row before it")
-            if chain_hash(entry.prev_hash, entry.record()) != entry.hash:
+            if self._chain(entry.prev_hash, entry.record()) != entry.hash:
                 problems.append(f"audit row {entry.seq} was altered")
             previous, expected_seq = entry.hash, entry.seq + 1
         head = await self.head()
         last = f"{entries[-1].seq}:{entries[-1].hash}" if entries else None
         if head != last:
             problems.append(f"the newest audit rows are missing (head {head}, last row {last})")
+        before = await self._one("SELECT value FROM meta WHERE name = 'audit_before_keyed'")
+        if before is not None:
+            problems.append(before[0])
         return problems
 
     async def entries(self) -> list[AuditEntry]:

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.crypto import Cipher, KeyRingError
+from storage.crypto import Cipher, DecryptionError, KeyRingError, unkeyed_chain_hash
+from storage.records import AuditEntry
 from storage.repositories import (
+    GENESIS_HASH,
+    TIP_COLUMNS,
     SqliteAuditRepository,
     SqliteDraftRepository,
     SqliteFollowupRepository,
@@ -27,6 +30,9 @@ from storage.repositories import (
     SqliteProcessedRepository,
     SqliteReceiptAttemptRepository,
     SqliteTipRepository,
+    outbox_row,
+    tip_plain_columns,
+    tip_seal,
 )
 
 log = logging.getLogger(__name__)
@@ -120,18 +126,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX drafts_aside_sender ON drafts_aside (sender);
     """,
+    # The keyed seal over each tip's plain columns (see storage.repositories.tip_seal); rows of
+    # an older schema are sealed once by _seal_for_integrity.
+    """
+    ALTER TABLE tips ADD COLUMN seal TEXT;
+    """,
 )
 
-# Every encrypted column, as (table, key column, blob column): used by re-encryption on rotation.
-ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("drafts", "sender", "state"),
-    ("tips", "id", "answers"),
-    ("tips", "id", "contact"),
-    ("tips", "id", "close_reason"),
-    ("followups", "id", "body"),
-    ("processed", "key", "replies"),
-    ("outbox", "id", "payload"),
-    ("message_refs", "sender", "refs"),
+# Every encrypted column, as (table, key column, blob column, SQL of the row its associated data
+# names): used by re-encryption on rotation. An outbox payload is bound to its row and its sink.
+ENCRYPTED_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("drafts", "sender", "state", "sender"),
+    ("tips", "id", "answers", "id"),
+    ("tips", "id", "contact", "id"),
+    ("tips", "id", "close_reason", "id"),
+    ("followups", "id", "body", "id"),
+    ("processed", "key", "replies", "key"),
+    ("outbox", "id", "payload", "id || '|' || sink"),
+    ("message_refs", "sender", "refs", "sender"),
 )
 
 
@@ -158,7 +170,7 @@ class _Repos:
             SqliteFollowupRepository(conn, cipher),
             SqliteProcessedRepository(conn, cipher),
             SqliteOutboxRepository(conn, cipher),
-            SqliteAuditRepository(conn),
+            SqliteAuditRepository(conn, cipher),
             SqliteReceiptAttemptRepository(conn),
             SqliteMessageRefRepository(conn, cipher),
         )
@@ -199,6 +211,7 @@ class SqliteStore:
                 await writer.execute(f"PRAGMA {pragma}")
             await _migrate(writer)
             await _check_key(writer, cipher)
+            await _seal_for_integrity(writer, cipher)
             reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout=5000")
             await reader.execute("PRAGMA query_only=ON")
@@ -286,15 +299,16 @@ class SqliteStore:
     async def reencrypt_all(self) -> int:
         """Re-seal every encrypted value still under an old key with the active key."""
         changed = 0
-        for table, key_column, column in ENCRYPTED_COLUMNS:
+        for table, key_column, column, bound_to in ENCRYPTED_COLUMNS:
             async with self.transaction():
-                async with self._writer.execute(f"SELECT {key_column}, {column} FROM {table} WHERE {column} IS NOT NULL") as cur:
+                query = f"SELECT {key_column}, {bound_to}, {column} FROM {table} WHERE {column} IS NOT NULL"
+                async with self._writer.execute(query) as cur:
                     rows = await cur.fetchall()
-                for row_key, blob in rows:
+                for row_key, row, blob in rows:
                     if not self.cipher.needs_reencryption(blob):
                         continue
-                    plain = self.cipher.decrypt(blob, table=table, column=column, row=row_key)
-                    sealed = self.cipher.encrypt(plain, table=table, column=column, row=row_key)
+                    plain = self.cipher.decrypt(blob, table=table, column=column, row=row)
+                    sealed = self.cipher.encrypt(plain, table=table, column=column, row=row)
                     await self._writer.execute(f"UPDATE {table} SET {column} = ? WHERE {key_column} = ?", (sealed, row_key))
                     changed += 1
         return changed
@@ -343,3 +357,64 @@ async def _check_key(conn: aiosqlite.Connection, cipher: Cipher) -> None:
             "the key ring does not match this database (the data was written with other keys); "
             "point TIPLINE_KEYS_FILE at the key file made for this data directory"
         )
+
+
+INTEGRITY_VERSION = "1"  # meta 'integrity': rows sealed, outbox bound to sinks, audit chain keyed
+
+
+async def _seal_for_integrity(conn: aiosqlite.Connection, cipher: Cipher) -> None:
+    """Once per database (a new one, or one written before rows were sealed): seal every tip's
+    plain columns, bind every outbox payload to its sink, and re-chain the audit log under the key.
+    The meta flag makes it once: afterwards a missing seal is an edit, not an old row. An old audit
+    chain that was already broken is re-chained but its problems are kept (``audit_before_keyed``)
+    and reported by every ``tips audit`` from then on."""
+    async with conn.execute("SELECT value FROM meta WHERE name = 'integrity'") as cursor:
+        if await cursor.fetchone() is not None:
+            return
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        async with conn.execute(f"SELECT {TIP_COLUMNS} FROM tips") as cursor:
+            tips = await cursor.fetchall()
+        for row in tips:
+            await conn.execute("UPDATE tips SET seal = ? WHERE id = ?", (tip_seal(cipher, row[0], tip_plain_columns(row)), row[0]))
+        async with conn.execute("SELECT id, sink, payload FROM outbox") as cursor:
+            items = await cursor.fetchall()
+        for item_id, sink, blob in items:
+            try:
+                plain = cipher.decrypt(blob, table="outbox", column="payload", row=item_id)
+            except DecryptionError:
+                continue  # already unreadable: left as it is, it will be set aside as altered
+            sealed = cipher.encrypt(plain, table="outbox", column="payload", row=outbox_row(item_id, sink))
+            await conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (sealed, item_id))
+        await _rechain_audit(conn, cipher)
+        await conn.execute("INSERT INTO meta (name, value) VALUES ('integrity', ?)", (INTEGRITY_VERSION,))
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    if tips or items:
+        log.info("database sealed for integrity: %d tips, %d outbox rows", len(tips), len(items))
+
+
+async def _rechain_audit(conn: aiosqlite.Connection, cipher: Cipher) -> None:
+    async with conn.execute("SELECT seq, at, officer, tip_id, action, prev_hash, hash FROM audit ORDER BY seq") as cursor:
+        entries = [AuditEntry(*r) for r in await cursor.fetchall()]
+    if not entries:
+        return
+    broken, previous = 0, GENESIS_HASH
+    for entry in entries:
+        broken += entry.prev_hash != previous or unkeyed_chain_hash(entry.prev_hash, entry.record()) != entry.hash
+        previous = entry.hash
+    previous = GENESIS_HASH
+    for entry in entries:
+        entry.prev_hash, entry.hash = previous, cipher.chain_hash(previous, entry.record())
+        await conn.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (entry.prev_hash, entry.hash, entry.seq))
+        previous = entry.hash
+    await conn.execute(
+        "INSERT INTO meta (name, value) VALUES ('audit_head', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (f"{entries[-1].seq}:{entries[-1].hash}",),
+    )
+    if broken:
+        note = f"{broken} audit rows did not verify before the chain was keyed (rows up to {entries[-1].seq})"
+        await conn.execute("INSERT INTO meta (name, value) VALUES ('audit_before_keyed', ?)", (note,))
+        log.error("audit: %s", note)

@@ -156,11 +156,64 @@ def test_officer_commands_in_chat_and_the_audit_command(tmp_path: Path) -> None:
     assert TEXT("en", "tipster.answer_sent") in result.stdout
     audit = run(["tips", "audit"], data)
     assert audit.returncode == 0 and audit.stdout.rstrip().endswith("audit chain: intact")
-    assert [line.split()[-1] for line in audit.stdout.splitlines()[:-1]] == ["view", "reply", "close"]
+    assert [line.split()[-1] for line in audit.stdout.splitlines()[:-1]] == ["list", "view", "reply", "close"]
+    # Reads on the command line are audited too, under the account that ran them.
+    for command in (["tips", "list"], ["tips", "show", case], ["tips", "export"]):
+        assert run(command, data).returncode == 0
+    audit = run(["tips", "audit"], data)
+    lines = audit.stdout.splitlines()[:-1]
+    assert [line.split()[-1] for line in lines[-3:]] == ["list", "view", "export"]
+    assert all(" cli:" in line for line in lines[-3:]) and case in lines[-2] and audit.returncode == 0
     with sqlite3.connect(data / "tipline.sqlite3") as raw:
-        raw.execute("UPDATE audit SET action = 'view' WHERE seq = 3")
+        raw.execute("UPDATE audit SET action = 'view' WHERE seq = 4")
     tampered = run(["tips", "audit"], data)
-    assert tampered.returncode == 1 and "audit row 3 was altered" in tampered.stderr
+    assert tampered.returncode == 1 and "audit row 4 was altered" in tampered.stderr
+
+
+def test_an_audit_chain_rebuilt_without_the_keys_is_detected(tmp_path: Path) -> None:
+    """Someone with write access to the database file but not the key ring edits a row and
+    recomputes every hash (and the head) the way an unkeyed chain would be built."""
+    from storage.crypto import unkeyed_chain_hash
+    from storage.records import AuditEntry
+
+    data = tmp_path / "data"
+    first = chat(data, ["1", "2", "2", "2", "2", PLACE, "3", DETAILS[0], "DONE", "1", "1", "/list"])
+    case = re.search(r"(\d\d-\d{4}) · new", first.stdout).group(1)
+    chat(data, [f"/show {case}", f"/close {case} done"])
+    with sqlite3.connect(data / "tipline.sqlite3") as raw:
+        raw.execute("UPDATE audit SET action = 'list' WHERE action = 'view'")  # hide that it was read
+        previous = "0" * 64
+        for row in raw.execute("SELECT seq, at, officer, tip_id, action FROM audit ORDER BY seq").fetchall():
+            entry = AuditEntry(*row, previous, "")
+            entry.hash = unkeyed_chain_hash(previous, entry.record())
+            raw.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (previous, entry.hash, entry.seq))
+            previous = entry.hash
+        raw.execute("UPDATE meta SET value = ? WHERE name = 'audit_head'", (f"{entry.seq}:{entry.hash}",))
+    audit = run(["tips", "audit"], data)
+    assert audit.returncode == 1 and audit.stdout.rstrip().endswith("audit chain: BROKEN")
+    assert "audit row 1 was altered" in audit.stderr and "audit row 3 was altered" in audit.stderr
+
+
+def test_a_tip_row_edited_in_the_database_is_flagged_and_its_receipt_no_longer_opens_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    script = ["1", "2", "2", "2", "2", PLACE, "3", DETAILS[0], "DONE", "1", "1"]
+    code_a = RECEIPT.search(chat(data, script).stdout).group(0)
+    code_b = RECEIPT.search(chat(data, ["hello", *script[1:]]).stdout).group(0)  # "hello" is English: no language question
+    with sqlite3.connect(data / "tipline.sqlite3") as raw:
+        (a, hash_a), (b, hash_b) = raw.execute("SELECT case_number, receipt_hash FROM tips ORDER BY case_number").fetchall()
+        # Swap the two receipt hashes (through a placeholder: the column is UNIQUE) and flag A urgent.
+        raw.execute("UPDATE tips SET receipt_hash = 'x' WHERE case_number = ?", (a,))
+        raw.execute("UPDATE tips SET receipt_hash = ? WHERE case_number = ?", (hash_a, b))
+        raw.execute("UPDATE tips SET receipt_hash = ?, urgent = 1 WHERE case_number = ?", (hash_b, a))
+    checked = chat(data, [f"CHECK {code_b}"]).stdout
+    assert TEXT("en", "receipt.unknown") in checked and a not in checked  # B's code no longer opens A
+    assert TEXT("en", "receipt.unknown") in chat(data, [f"CHECK {code_a}"]).stdout
+    listing = run(["tips", "list"], data).stdout
+    assert all("EDITED" in line for line in listing.splitlines())
+    audit = run(["tips", "audit"], data)
+    assert audit.returncode == 1 and f"case {a}: its row was edited outside Tipline" in audit.stderr
+    shown = chat(data, [f"/show {a}"]).stdout
+    assert TEXT("en", "alert.flag.altered") in shown
 
 
 def test_the_key_ring_can_come_from_an_environment_variable(tmp_path: Path) -> None:

@@ -117,3 +117,35 @@ async def test_a_sink_that_crashes_does_not_stop_the_worker(store: SqliteStore, 
     good = await _queue(store, clock.now)
     await worker.run_once()
     assert sink.delivered == [good] and (await store.outbox.get(bad)).last_error == "ZeroDivisionError"
+
+
+async def test_a_row_whose_sink_was_edited_in_the_database_is_set_aside_not_sent(store: SqliteStore, clock: Clock) -> None:
+    """Write access to the database file alone: point an alert row at another target."""
+    import sqlite3
+
+    sink = FlakySink()
+    worker = _worker(store, sink, clock)
+    redirected = await _queue(store, clock.now, sink="flaky:officers")
+    kept = await _queue(store, clock.now, sink="flaky:officers")
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("UPDATE outbox SET sink = 'flaky:attacker' WHERE id = ?", (redirected,))
+    assert await store.outbox.altered_count() == 1
+    await worker.run_once()
+    assert sink.delivered == [kept]  # the others still go, the edited one never does
+    item = await store.outbox.get(redirected)
+    assert item.payload is None and item.status is OutboxStatus.DEAD and item.last_error.startswith("altered in the database")
+    # Copying a sealed payload from a row of the real target does not help either.
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("UPDATE outbox SET payload = (SELECT payload FROM outbox WHERE id = ?) WHERE id = ?", (kept, redirected))
+    assert (await store.outbox.get(redirected)).payload is None
+
+
+async def test_rows_go_only_to_the_targets_the_deployment_sends_to(store: SqliteStore, clock: Clock) -> None:
+    sink = FlakySink()
+    worker = _worker(store, sink, clock, allowed=lambda s: s == "flaky:officers")
+    configured = await _queue(store, clock.now, sink="flaky:officers")
+    elsewhere = await _queue(store, clock.now, sink="flaky:-100999")
+    await worker.run_once()
+    assert sink.delivered == [configured]
+    item = await store.outbox.get(elsewhere)
+    assert item.status is OutboxStatus.DEAD and item.last_error == "flaky target is not configured (TIPLINE_OFFICERS__*); not sent"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.crypto import Cipher, chain_hash
+from storage.crypto import Cipher, unkeyed_chain_hash
 from storage.interfaces import Store
 from storage.records import Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
 from storage.sqlite import SqliteStore
@@ -305,7 +305,7 @@ async def test_outbox_delivery_failure_and_counts(store: Store) -> None:
 # --- audit ---------------------------------------------------------------------------------------
 
 
-async def test_audit_chain(store: Store) -> None:
+async def test_audit_chain(store: Store, cipher: Cipher) -> None:
     appended = []
     async with store.transaction() as tx:
         appended.append(await tx.audit.append("officer-1", "t1", "view", T0))
@@ -318,8 +318,9 @@ async def test_audit_chain(store: Store) -> None:
     assert entries[0].prev_hash == "0" * 64
     for previous, entry in zip(entries, entries[1:], strict=False):
         assert entry.prev_hash == previous.hash
-    for entry in entries:  # anyone can re-verify the chain from what was read back
-        assert entry.hash == chain_hash(entry.prev_hash, entry.record())
+    for entry in entries:  # whoever holds the key ring can re-verify the chain from what was read back
+        assert entry.hash == cipher.chain_hash(entry.prev_hash, entry.record())
+        assert entry.hash != unkeyed_chain_hash(entry.prev_hash, entry.record())  # not without the keys
     assert len({e.hash for e in entries}) == 3
 
 

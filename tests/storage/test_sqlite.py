@@ -73,7 +73,7 @@ def key_ids_in_database(path: Path) -> list[str]:
     """Parse the key id out of every stored envelope: version | id length | id | ..."""
     found = []
     with closing(sqlite3.connect(path)) as conn:
-        for table, _key, column in ENCRYPTED_COLUMNS:
+        for table, _key, column, _row in ENCRYPTED_COLUMNS:
             for (blob,) in conn.execute(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"):
                 assert blob[0] == 1
                 found.append(blob[2 : 2 + blob[1]].decode("ascii"))
@@ -127,7 +127,8 @@ async def test_schema_version_and_reopen_is_idempotent(tmp_path: Path, cipher: C
         assert await store.schema_version() == len(MIGRATIONS)
         assert (await store.tips.get("t1")).answers == {"where": "answer of t1"}
         with raw(store) as conn:
-            assert conn.execute("SELECT count(*) FROM meta").fetchone()[0] == 1
+            # The key fingerprint and the integrity flag, each written once.
+            assert sorted(r[0] for r in conn.execute("SELECT name FROM meta")) == ["integrity", "key_fingerprint"]
             assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
@@ -258,3 +259,86 @@ async def test_secure_delete_leaves_no_trace_of_deleted_rows(store: SqliteStore)
     for path in store.path.parent.iterdir():
         assert b"WALRUS-RECEIPT-0042" not in path.read_bytes(), path.name
     assert await store.tips.get("keep") is not None
+
+
+# --- integrity: sealed tips, outbox bound to its sink, keyed audit chain, and the upgrade --------
+
+
+def _as_written_before_integrity(path: Path, cipher: Cipher, *, break_chain: bool = False) -> None:
+    """Turn a database into what schema 2 wrote: no tip seals, outbox payloads bound to their id
+    only, an unkeyed SHA-256 audit chain, no integrity flag."""
+    from storage.crypto import unkeyed_chain_hash
+    from storage.records import AuditEntry
+
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("ALTER TABLE tips DROP COLUMN seal")
+        conn.execute("DELETE FROM meta WHERE name = 'integrity'")
+        conn.execute("PRAGMA user_version = 2")
+        for item_id, sink, blob in conn.execute("SELECT id, sink, payload FROM outbox").fetchall():
+            plain = cipher.decrypt(blob, table="outbox", column="payload", row=f"{item_id}|{sink}")
+            conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (cipher.encrypt(plain, table="outbox", column="payload", row=item_id), item_id))
+        previous = "0" * 64
+        for row in conn.execute("SELECT seq, at, officer, tip_id, action FROM audit ORDER BY seq").fetchall():
+            entry = AuditEntry(*row, previous, "")
+            entry.hash = unkeyed_chain_hash(previous, entry.record())
+            conn.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (previous, entry.hash, entry.seq))
+            previous = entry.hash
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'audit_head'", (f"{entry.seq}:{entry.hash}",))
+        if break_chain:
+            conn.execute("UPDATE audit SET action = 'acknowledge' WHERE seq = 1")
+
+
+async def _fill(store: SqliteStore) -> None:
+    async with store.transaction() as tx:
+        await tx.tips.save(tip("t1", "26-0001", receipt_hash="r1", urgent=True))
+        await tx.outbox.add(OutboxItem("o1", "telegram:-1001", {"kind": "alert", "tip_id": "t1"}, OutboxStatus.PENDING, 0, T0, T0))
+        await tx.audit.append("officer-1", "t1", "view", T0)
+        await tx.audit.append("officer-1", "", "list", T0 + 1)
+
+
+async def test_a_database_from_before_the_seals_is_upgraded_once_and_verifies(tmp_path: Path, cipher: Cipher) -> None:
+    data_dir = tmp_path / "data"
+    async with opened(data_dir, cipher) as store:
+        await _fill(store)
+        path = store.path
+    _as_written_before_integrity(path, cipher)
+    async with opened(data_dir, cipher) as store:
+        assert await store.schema_version() == len(MIGRATIONS)
+        upgraded = await store.tips.by_receipt_hash("r1")
+        assert upgraded is not None and not upgraded.altered and upgraded.urgent
+        assert (await store.outbox.get("o1")).payload == {"kind": "alert", "tip_id": "t1"}
+        assert await store.audit.verify() == []
+        assert [e.action for e in await store.audit.entries()] == ["view", "list"]
+        with raw(store) as conn:  # once: a seal removed later is an edit, not an old row
+            conn.execute("UPDATE tips SET seal = NULL")
+    async with opened(data_dir, cipher) as store:
+        assert (await store.tips.get("t1")).altered and await store.tips.by_receipt_hash("r1") is None
+
+
+async def test_an_audit_chain_already_broken_before_the_upgrade_stays_reported(tmp_path: Path, cipher: Cipher) -> None:
+    data_dir = tmp_path / "data"
+    async with opened(data_dir, cipher) as store:
+        await _fill(store)
+        path = store.path
+    _as_written_before_integrity(path, cipher, break_chain=True)
+    async with opened(data_dir, cipher) as store:
+        problems = await store.audit.verify()
+    assert problems == ["1 audit rows did not verify before the chain was keyed (rows up to 2)"]
+
+
+async def test_a_flipped_flag_or_a_swapped_receipt_hash_marks_the_tip_altered(tmp_path: Path, cipher: Cipher) -> None:
+    async with opened(tmp_path / "data", cipher) as store:
+        async with store.transaction() as tx:
+            await tx.tips.save(tip("t1", "26-0001", receipt_hash="r1"))
+            await tx.tips.save(tip("t2", "26-0002", receipt_hash="r2", minor=True))
+        assert not (await store.tips.get("t1")).altered
+        with raw(store) as conn:
+            conn.execute("UPDATE tips SET minor = 0 WHERE id = 't2'")
+            conn.execute("UPDATE tips SET receipt_hash = 'r9' WHERE id = 't1'")
+        assert (await store.tips.get("t2")).altered and (await store.tips.get("t1")).altered
+        assert await store.tips.by_receipt_hash("r9") is None
+        async with store.transaction() as tx:  # an officer's /ack saves it: the edit is not laundered
+            acknowledged = await tx.tips.get("t2")
+            acknowledged.status = TipStatus.ACKNOWLEDGED
+            await tx.tips.save(acknowledged)
+        assert (await store.tips.get("t2")).altered
