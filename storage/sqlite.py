@@ -120,6 +120,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX drafts_aside_sender ON drafts_aside (sender);
     """,
+    # Outbox rows waiting on a target that cannot be reached until someone fixes it (the bot was
+    # removed from the officer group): still pending, retried slowly, counted in /healthz.
+    """
+    ALTER TABLE outbox ADD COLUMN unreachable INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # Every encrypted column, as (table, key column, blob column): used by re-encryption on rotation.

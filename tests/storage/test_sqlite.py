@@ -217,6 +217,19 @@ async def test_draft_copied_to_another_sender_does_not_open(store: SqliteStore) 
     assert (await store.drafts.get("alice")).state == {"note": "mine"}
 
 
+
+async def test_the_outbox_listing_never_opens_a_payload(store: SqliteStore) -> None:
+    """``python main.py outbox`` must work (and show nothing of the content) even where a payload
+    would not open: the listing does not read that column at all."""
+    await fill_every_encrypted_column(store)
+    with raw(store) as conn:
+        conn.execute("UPDATE outbox SET payload = x'00' WHERE id = 'o1'")
+    with pytest.raises(DecryptionError):
+        await store.outbox.get("o1")
+    (entry,) = await store.outbox.listing((OutboxStatus.PENDING,))
+    assert (entry.id, entry.sink, entry.status) == ("o1", "console", OutboxStatus.PENDING)
+
+
 # --- no plaintext on disk ------------------------------------------------------------------------
 
 
