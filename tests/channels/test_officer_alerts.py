@@ -1,8 +1,8 @@
 """Officer alerts reaching the officers' Telegram group through the outbox, end to end (Tipline's
 real app on loopback, the real python-telegram-bot client against ``FakeTelegramAPI``): exactly
 once across provider failures and a restart, within the group's flood limit in a burst (as a
-digest, none lost), a dead alert visible in ``/healthz``, and an officer group that lost the bot
-keeping its alerts until the bot is back.
+digest, none lost), a dead alert visible in ``/healthz`` and re-queued with ``outbox retry``, and an
+officer group that lost the bot keeping its alerts until the bot is back.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from bot.channels.telegram_alerts import GROUP_UNREACHABLE
 from handlers.alerts import AlertEvent, enqueue_alert
 from storage.records import Tip, TipStatus
+from tests.bot.test_chat_cli import run as run_cli
 from tests.channels.officer_app import (  # noqa: F401 - fake_server, fake and serve are fixtures used by name
     OFFICER,
     Group,
@@ -203,3 +204,23 @@ def test_a_group_not_found_gets_its_alert_as_soon_as_the_bot_is_added_back(serve
     assert group_calls(fake) == [400, 200]
     assert running.outbox("telegram:")[0]["status"] == "delivered"
 
+
+def test_outbox_retry_requeues_a_dead_alert_and_the_worker_delivers_it(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    fail_group_sends(fake, 1, 400, "Bad Request: can't parse entities: unsupported start tag")
+    file_urgent_tip(tipster(fake, running))
+    group = Group(fake, running.url)
+    group.wait_for(lambda: [r for r in running.outbox("telegram:") if r["status"] == "dead"])
+    (dead,) = running.outbox("telegram:")
+
+    listed = run_cli(["outbox"], running.data_dir)
+    assert listed.returncode == 0 and dead["id"][:8] in listed.stdout and "dead" in listed.stdout
+    retried = run_cli(["outbox", "retry", dead["id"][:6]], running.data_dir)
+    assert retried.returncode == 0 and retried.stdout.startswith("outbox: 1 dead row re-queued")
+    running.runtime.worker.wake()  # what the worker's idle timer (at most 30 s) would do
+
+    group.alert(CATALOGUES.text("en", "alert.urgent", case=case_of(running)))
+    group.wait_for(lambda: running.outbox("telegram:")[0]["status"] == "delivered")
+    assert group_calls(fake) == [400, 200]
+    assert health(running)["outbox"] == {"pending": 0, "dead": 0, "unreachable": 0}
+    assert run_cli(["outbox"], running.data_dir).stdout.strip() == "outbox: empty (nothing pending, nothing dead)"
