@@ -6,6 +6,7 @@
     python main.py flow            print the conversation as a Mermaid diagram
     python main.py tips …          list / show / export tips (see ``tips --help``)
     python main.py purge           apply the retention rules now
+    python main.py outbox          pending and dead outbox rows, no content (``outbox retry [ID]``)
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument("--rotate", action="store_true", help="add a new active key and re-encrypt all data")
     commands.add_parser("flow", help="print the conversation flow as a Mermaid diagram")
     from bot.cli import add_tip_commands
+    from bot.cli_outbox import add_outbox_commands
 
     add_tip_commands(commands)
+    add_outbox_commands(commands)
     return parser
 
 
@@ -66,6 +69,10 @@ def run(argv: list[str]) -> int:
         from bot.cli import keygen
 
         return asyncio.run(keygen(settings, rotate=args.rotate))
+    if args.command == "outbox":
+        from bot.cli_outbox import run_outbox_command
+
+        return asyncio.run(run_outbox_command(settings, args))
     from bot.cli import run_tip_command
 
     return asyncio.run(run_tip_command(settings, args))

@@ -1,4 +1,5 @@
-"""The command-line commands behind ``main.py`` (chat, serve, keygen, tips, purge)."""
+"""The command-line commands behind ``main.py`` (chat, serve, keygen, tips, purge; ``outbox`` is in
+``bot.cli_outbox``)."""
 
 from __future__ import annotations
 

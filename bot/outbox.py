@@ -7,6 +7,12 @@ A sink is chosen by the prefix of the row's ``sink`` field ("telegram:-100123" â
 A row goes only where the deployment sends (``allowed``): its payload is sealed together with its
 sink, so a row whose sink was edited in the database does not open and is set aside, never sent.
 
+A target that cannot be reached until someone fixes it (the bot removed from the officer group)
+is not a failure to give up on: the sink says ``unreachable`` and its rows stay pending, flagged,
+tried again every ``UNREACHABLE_RETRY_SECONDS`` without using up attempts, and counted in
+``/healthz``. The worker logs it at ERROR once when a target becomes unreachable and once when it
+is reached again, not at every try.
+
 A sink may also offer ``deliver_batch(items, target)``: the worker then hands it all the rows due
 for one target at once (in priority order), so it can merge them (the Telegram group's digest when
 a burst would pass the group's flood limit). The batch goes where its most urgent row would have.
@@ -26,13 +32,20 @@ from storage.records import OutboxItem
 
 log = logging.getLogger(__name__)
 
+# How often rows for an unreachable target are tried again: slow (one request per target each
+# time), but an alert still goes out within minutes of the bot being added back.
+UNREACHABLE_RETRY_SECONDS = 300.0
+
 
 class DeliveryError(Exception):
     """A sink could not deliver. ``retry_after`` (seconds) when the provider said when to retry;
     ``permanent`` when retrying cannot help (the row goes dead at once). ``deferred``: nothing
     failed, the sink chose to wait (its provider's rate budget is spent), so the attempt is not
-    counted. ``delivered``: ids of a batch's rows that did go out before the error, so they are
-    marked delivered and never sent twice."""
+    counted. ``unreachable``: the target cannot be reached until someone fixes it (the bot was
+    removed from the officer group); the rows wait, pending and flagged, retried on the slow
+    schedule, their attempts not counted, and never go dead for it. The reason then says what to
+    do. ``delivered``: ids of a batch's rows that did go out before the error, so they are marked
+    delivered and never sent twice."""
 
     def __init__(
         self,
@@ -41,12 +54,14 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         permanent: bool = False,
         deferred: bool = False,
+        unreachable: bool = False,
         delivered: Iterable[str] = (),
     ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.permanent = permanent
         self.deferred = deferred
+        self.unreachable = unreachable
         self.delivered = frozenset(delivered)
 
 
@@ -70,6 +85,7 @@ class OutboxWorker:
         max_attempts: int = 10,
         base_delay: float = 2.0,
         max_delay: float = 900.0,
+        unreachable_retry: float = UNREACHABLE_RETRY_SECONDS,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
         batch: int = 50,
@@ -82,6 +98,10 @@ class OutboxWorker:
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.unreachable_retry = unreachable_retry
+        # Targets (full sink, e.g. "telegram:-100123") last found unreachable, with the reason:
+        # the ERROR line is written when a target enters or leaves this state, not at every try.
+        self.unreachable_targets: dict[str, str] = {}
         self._clock = clock
         self._jitter = jitter
         self._batch = batch
@@ -104,7 +124,7 @@ class OutboxWorker:
             due = await self.store.outbox.due(self._clock(), self._batch)
             refused = [i for i in due if self._refusal(i)]
             for item in refused:
-                await self._failed(item, self._refusal(item) or "", None, permanent=True)
+                await self._failed(item, DeliveryError(self._refusal(item) or "", permanent=True))
             due = [i for i in due if i not in refused]
             batched: set[str] = set()
             for item in due:
@@ -147,16 +167,43 @@ class OutboxWorker:
                 for item in done:
                     await tx.outbox.mark_delivered(item.id, self._clock())
             log.info("outbox %d rows delivered to %s", len(done), prefix)
+        failed = [] if error is None else [i for i in items if i.id not in error.delivered]
+        self._note_reachability(items[0].sink, error, len(failed), reached=bool(done))
         if error is not None:
-            for item in items:
-                if item.id not in error.delivered:
-                    await self._failed(item, str(error), error.retry_after, error.permanent, error.deferred)
+            for item in failed:
+                await self._failed(item, error)
         return len(done)
 
-    async def _failed(
-        self, item: OutboxItem, reason: str, retry_after: float | None, permanent: bool, deferred: bool = False
-    ) -> None:
-        if deferred:
+    def _note_reachability(self, sink: str, error: DeliveryError | None, waiting: int, *, reached: bool) -> None:
+        """One ERROR line when a target becomes unreachable (or its reason changes), one line
+        when it is reached again; the retries in between are logged at DEBUG only."""
+        if error is not None and error.unreachable:
+            if self.unreachable_targets.get(sink) != str(error):
+                self.unreachable_targets[sink] = str(error)
+                log.error(
+                    "outbox: %s: %s; %d rows wait (pending, not given up), tried again every %.0fs",
+                    sink, error, waiting, self.unreachable_retry,
+                )  # fmt: skip
+            else:
+                log.debug("outbox: %s still unreachable; %d rows wait", sink, waiting)
+        elif sink in self.unreachable_targets and (reached or (error is not None and not error.deferred)):
+            del self.unreachable_targets[sink]
+            if reached:
+                log.warning("outbox: %s is reachable again; the rows that waited are being delivered", sink)
+            else:
+                log.warning("outbox: %s no longer reported unreachable (%s)", sink, error)
+
+    async def _failed(self, item: OutboxItem, error: DeliveryError) -> None:
+        reason, retry_after = str(error), error.retry_after
+        if error.unreachable:
+            # Nobody can deliver until the target is fixed: wait, flagged, without using up
+            # attempts, so the row is still there (and goes out) whenever that happens.
+            async with self.store.transaction() as tx:
+                await tx.outbox.mark_failed(
+                    item.id, item.attempts, self._clock() + self.unreachable_retry, reason, False, unreachable=True
+                )
+            return
+        if error.deferred:
             # Waiting for the provider's rate budget is not a failure: no attempt is used up.
             delay = retry_after if retry_after is not None else self.base_delay
             async with self.store.transaction() as tx:
@@ -164,7 +211,7 @@ class OutboxWorker:
             log.info("outbox %s deferred (%s); next try in %.1fs", item.id[:8], reason, delay)
             return
         attempts = item.attempts + 1
-        dead = permanent or attempts >= self.max_attempts
+        dead = error.permanent or attempts >= self.max_attempts
         delay = retry_after if retry_after is not None else self.backoff(attempts)
         async with self.store.transaction() as tx:
             await tx.outbox.mark_failed(item.id, attempts, self._clock() + delay, reason, dead)
@@ -187,6 +234,18 @@ class OutboxWorker:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    async def target_reachable(self, sink: str) -> int:
+        """The target ``sink`` was heard from (the bot is back in the officer group): its rows
+        that wait as unreachable are tried now instead of at their slow retry. How many."""
+        if sink not in await self.store.outbox.unreachable():
+            return 0
+        async with self.store.transaction() as tx:
+            released = await tx.outbox.release_unreachable(sink, self._clock())
+        if released:
+            log.info("outbox: %s was heard from; %d waiting rows tried now", sink, released)
+            self.wake()
+        return released
 
     def stop(self) -> None:
         self._stopping = True

@@ -279,13 +279,16 @@ def create_app(settings: Settings) -> Starlette:
             return JSONResponse({"status": "unavailable", "database": False}, status_code=503)
         counts = await runtime.store.outbox.counts()
         dead = counts[OutboxStatus.DEAD]
+        # Pending rows whose target cannot be reached until someone fixes it (the bot removed from
+        # the officer group): included in "pending", and enough on their own to be "degraded".
+        unreachable = sum((await runtime.store.outbox.unreachable()).values())
         return JSONResponse(
             {
-                "status": "degraded" if dead else "ok",
+                "status": "degraded" if dead or unreachable else "ok",
                 "database": True,
                 "schema": await runtime.store.schema_version(),
                 "channels": [c.name for c in channels],
-                "outbox": {"pending": counts[OutboxStatus.PENDING], "dead": dead},
+                "outbox": {"pending": counts[OutboxStatus.PENDING], "dead": dead, "unreachable": unreachable},
             }
         )
 

@@ -39,8 +39,13 @@ def answer(catalogues: Catalogues, language: str, step_id: str, value: object) -
     return str(value)
 
 
+def labelled(catalogues: Catalogues, language: str, label: str, value: str) -> str:
+    """"Reporter: witness"; French puts a space before the colon ("Signalé par : témoin")."""
+    return catalogues.text(language, "officer.label", field=label, value=value)
+
+
 def line(catalogues: Catalogues, language: str, step_id: str, value: object) -> str:
-    return f"{field(catalogues, language, step_id)}: {answer(catalogues, language, step_id, value)}"
+    return labelled(catalogues, language, field(catalogues, language, step_id), answer(catalogues, language, step_id, value))
 
 
 def contact_line(catalogues: Catalogues, language: str, tip: Tip) -> str:
@@ -64,7 +69,12 @@ def channel_line(catalogues: Catalogues, language: str, tip: Tip) -> str:
     t = catalogues.text
     channel = f"officer.channel.{tip.channel}"
     shown = t(language, channel) if channel in catalogues.messages[language] else tip.channel
-    return f"{t(language, 'officer.field.channel')}: {shown} · {t(language, 'officer.field.language')}: {language_shown(catalogues, language, tip)}"
+    return " · ".join(
+        (
+            labelled(catalogues, language, t(language, "officer.field.channel"), shown),
+            labelled(catalogues, language, t(language, "officer.field.language"), language_shown(catalogues, language, tip)),
+        )
+    )
 
 
 def flags(catalogues: Catalogues, language: str, tip: Tip, *, urgent: bool = True) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from storage.records import AuditEntry, Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
+from storage.records import AuditEntry, Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
 
 
 class DraftRepository(Protocol):
@@ -61,11 +61,33 @@ class OutboxRepository(Protocol):
     async def due(self, now: float, limit: int = 50) -> list[OutboxItem]: ...
     async def get(self, item_id: str) -> OutboxItem | None: ...
     async def mark_delivered(self, item_id: str, at: float) -> None: ...
-    async def mark_failed(self, item_id: str, attempts: int, next_at: float, error: str, dead: bool) -> None: ...
+    async def mark_failed(
+        self, item_id: str, attempts: int, next_at: float, error: str, dead: bool, unreachable: bool = False
+    ) -> None:
+        """A failed try. ``unreachable``: the row stays pending, flagged as waiting on a target that
+        cannot be reached until someone fixes it; any later verdict (or delivery) clears the flag."""
+        ...
+
     async def counts(self) -> dict[OutboxStatus, int]: ...
     async def altered_count(self) -> int: ...
     async def next_due_at(self) -> float | None: ...
     async def delete_delivered_before(self, at: float) -> int: ...
+    async def listing(self, statuses: tuple[OutboxStatus, ...], limit: int | None = None) -> list[OutboxEntry]:
+        """Rows in these statuses, urgent first, then oldest first; payloads are not read."""
+        ...
+
+    async def unreachable(self) -> dict[str, int]:
+        """Pending rows flagged unreachable, counted per sink (``"telegram:-100123": 2``)."""
+        ...
+
+    async def release_unreachable(self, sink: str, now: float) -> int:
+        """The unreachable rows of ``sink`` become due at ``now`` (their target is back); how many."""
+        ...
+
+    async def requeue_dead(self, now: float, id_prefix: str | None = None) -> int:
+        """Dead rows (only those whose id starts with ``id_prefix``, when given) become pending
+        again: no attempts used, due at ``now``, last_error kept until the next try. How many."""
+        ...
 
 
 class AuditRepository(Protocol):

@@ -82,6 +82,24 @@ class OutboxItem:
 
 
 @dataclass
+class OutboxEntry:
+    """An outbox row as the operator sees it (``python main.py outbox``, ``/healthz``): everything
+    but the payload, which is never read (nor decrypted) to build it."""
+
+    id: str
+    sink: str
+    status: OutboxStatus
+    priority: int
+    attempts: int
+    next_at: float
+    created_at: float
+    last_error: str | None = None
+    # Pending because its target cannot be reached until someone fixes it (the bot was removed
+    # from the officer group): retried on a slow schedule, never given up.
+    unreachable: bool = False
+
+
+@dataclass
 class AuditEntry:
     seq: int
     at: float

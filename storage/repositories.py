@@ -12,7 +12,7 @@ import logging
 import aiosqlite
 
 from storage.crypto import Cipher, DecryptionError
-from storage.records import AuditEntry, Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
+from storage.records import AuditEntry, Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
 
 GENESIS_HASH = "0" * 64
 
@@ -283,14 +283,17 @@ class SqliteOutboxRepository(_Repository):
 
     async def mark_delivered(self, item_id: str, at: float) -> None:
         await self._conn.execute(
-            "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_error = NULL WHERE id = ?", (at, item_id)
+            "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_error = NULL, unreachable = 0 WHERE id = ?",
+            (at, item_id),
         )
 
-    async def mark_failed(self, item_id: str, attempts: int, next_at: float, error: str, dead: bool) -> None:
+    async def mark_failed(
+        self, item_id: str, attempts: int, next_at: float, error: str, dead: bool, unreachable: bool = False
+    ) -> None:
         status = OutboxStatus.DEAD if dead else OutboxStatus.PENDING
         await self._conn.execute(
-            "UPDATE outbox SET status = ?, attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
-            (status.value, attempts, next_at, error[:200], item_id),
+            "UPDATE outbox SET status = ?, attempts = ?, next_at = ?, last_error = ?, unreachable = ? WHERE id = ?",
+            (status.value, attempts, next_at, error[:200], int(unreachable and not dead), item_id),
         )
 
     async def counts(self) -> dict[OutboxStatus, int]:
@@ -304,6 +307,38 @@ class SqliteOutboxRepository(_Repository):
 
     async def delete_delivered_before(self, at: float) -> int:
         cursor = await self._conn.execute("DELETE FROM outbox WHERE status = 'delivered' AND delivered_at < ?", (at,))
+        return cursor.rowcount
+
+    async def listing(self, statuses: tuple[OutboxStatus, ...], limit: int | None = None) -> list[OutboxEntry]:
+        if not statuses:
+            return []
+        # The payload column is not selected: listing rows never decrypts (or holds) their content.
+        rows = await self._all(
+            "SELECT id, sink, status, priority, attempts, next_at, created_at, last_error, unreachable FROM outbox "
+            f"WHERE status IN ({', '.join('?' * len(statuses))}) ORDER BY priority DESC, seq LIMIT ?",
+            (*(s.value for s in statuses), -1 if limit is None else limit),
+        )
+        return [OutboxEntry(r[0], r[1], OutboxStatus(r[2]), r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]
+
+    async def unreachable(self) -> dict[str, int]:
+        rows = await self._all("SELECT sink, count(*) FROM outbox WHERE status = 'pending' AND unreachable = 1 GROUP BY sink")
+        return {sink: int(n) for sink, n in rows}
+
+    async def release_unreachable(self, sink: str, now: float) -> int:
+        cursor = await self._conn.execute(
+            "UPDATE outbox SET next_at = ? WHERE sink = ? AND status = 'pending' AND unreachable = 1", (now, sink)
+        )
+        return cursor.rowcount
+
+    async def requeue_dead(self, now: float, id_prefix: str | None = None) -> int:
+        where, params = "", ()
+        if id_prefix is not None:
+            # A prefix compared as text (not LIKE), so "_" or "%" in it match only themselves.
+            where, params = " AND substr(id, 1, ?) = ?", (len(id_prefix), id_prefix)
+        cursor = await self._conn.execute(
+            f"UPDATE outbox SET status = 'pending', attempts = 0, next_at = ?, unreachable = 0 WHERE status = 'dead'{where}",
+            (now, *params),
+        )
         return cursor.rowcount
 
 

@@ -131,6 +131,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tips ADD COLUMN seal TEXT;
     """,
+    # Outbox rows waiting on a target that cannot be reached until someone fixes it (the bot was
+    # removed from the officer group): still pending, retried slowly, counted in /healthz.
+    """
+    ALTER TABLE outbox ADD COLUMN unreachable INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # Every encrypted column, as (table, key column, blob column, SQL of the row its associated data

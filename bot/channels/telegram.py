@@ -307,6 +307,7 @@ class TelegramChannel:
             if chat.type != ChatType.PRIVATE:
                 # Groups never run the tipster conversation; officer groups take commands.
                 assert self._bot is not None and self._runtime is not None
+                await self._group_heard(chat.id)
                 return await self._officer_desk.handle(update, self._bot, self._runtime)
             assert self._runtime is not None
             sender = self._runtime.cipher.pseudonym(CHANNEL, str(chat.id))
@@ -314,6 +315,19 @@ class TelegramChannel:
                 return await self._private(update, chat.id, sender)
         except Exception as exc:  # noqa: BLE001 - a failure here must become "deliver again", not a 500
             return self._failed(update.update_id, exc)
+
+    async def _group_heard(self, chat_id: int) -> None:
+        """Any message from an officer group (the service message of the bot being added back, a
+        command) proves the bot is in it: alerts that waited for the group as unreachable go now,
+        not at their slow retry."""
+        assert self._runtime is not None
+        configured = next((old for old, new in self._moved_groups.items() if new == chat_id), chat_id)
+        if configured not in self._officer_chats:
+            return
+        try:
+            await self._runtime.worker.target_reachable(f"{SINK_PREFIX}:{configured}")
+        except Exception as exc:  # noqa: BLE001 - the slow retry still delivers; the update goes on
+            log.warning("telegram: alerts waiting for an officer group not released (%s)", type(exc).__name__)
 
     async def _process_raw(self, raw: RawText) -> Outcome:
         """A private text message PTB could not parse: the same conversation, lock and replies."""

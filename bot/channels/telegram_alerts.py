@@ -16,6 +16,11 @@ command answers too); the reserve keeps room for those answers and for the next 
 the digest does not fit in what is left, what fits goes now and the rest is deferred (not failed)
 until the window frees, by which time later alerts join the same digest. Nothing is dropped and no
 alert is sent twice: rows are confirmed to the worker per message that went out.
+
+A group that cannot be reached (the bot was removed from it, or the configured id names no chat:
+``group_unreachable``) does not lose its alerts: the rows wait in the outbox as unreachable, tried
+again every few minutes and at once when the group is heard from, and ``/healthz`` says so. An
+officer's reply to a tipster who blocked the bot is given up instead (``delivery_error``).
 """
 
 from __future__ import annotations
@@ -77,9 +82,31 @@ def _reason(exc: TelegramError) -> str:
     return f"telegram {type(exc).__name__}: {exc.message}"[:200]
 
 
-def delivery_error(exc: TelegramError, delivered: Iterable[str] = ()) -> DeliveryError:
-    """What the outbox should do about a failed send (alerts here, officers' replies to tipsters).
-    ``delivered``: rows of a batch that went out before the failure."""
+# The outbox row's last_error (shown by ``python main.py outbox``) while an officer group cannot
+# be reached: what is wrong and what to do, in words; it names no chat and quotes no content.
+GROUP_UNREACHABLE = (
+    "telegram officer group unreachable (bot removed from the group or chat not found): "
+    "add the bot back or fix TIPLINE_OFFICERS__TELEGRAM_CHAT_IDS"
+)
+
+
+def group_unreachable(exc: TelegramError) -> bool:
+    """Telegram says the officer group cannot be reached by this bot until a person acts: the bot
+    was removed (kicked, left, the group deleted: 403 Forbidden), or the configured id names no chat
+    the bot knows (400 "chat not found"). Other 400s (bad markup...) are this request's fault."""
+    if isinstance(exc, Forbidden):
+        return True
+    return isinstance(exc, BadRequest) and "chat not found" in exc.message.lower()
+
+
+def delivery_error(exc: TelegramError, delivered: Iterable[str] = (), *, officer_group: bool = False) -> DeliveryError:
+    """What the outbox should do about a failed send. ``delivered``: rows of a batch that went out
+    before the failure.
+
+    ``officer_group``: the send was an alert to an officers' group. There a Forbidden or "chat not
+    found" means the group must be fixed, and an urgent alert must still go out once it is: the rows
+    wait as ``unreachable`` (never dead). To a tipster (an officer's reply) the same answer means
+    the person blocked the bot or deleted the chat: permanent, as nothing on our side can fix it."""
     if isinstance(exc, RetryAfter):
         return DeliveryError(_reason(exc), retry_after=retry_seconds(exc), delivered=delivered)
     if isinstance(exc, ChatMigrated):
@@ -87,9 +114,11 @@ def delivery_error(exc: TelegramError, delivered: Iterable[str] = ()) -> Deliver
         return DeliveryError(
             f"telegram chat moved to {exc.new_chat_id}; update TIPLINE_OFFICERS__TELEGRAM_CHAT_IDS", permanent=True, delivered=delivered
         )
+    if officer_group and group_unreachable(exc):
+        return DeliveryError(GROUP_UNREACHABLE, unreachable=True, delivered=delivered)
     if isinstance(exc, (BadRequest, Forbidden, InvalidToken)):
-        # Removed from the group, chat not found, blocked by the person, a token revoked: retrying
-        # cannot help. (BadRequest is a NetworkError in PTB, so it is tested first.)
+        # Blocked by the person, chat not found, a request Telegram will never accept, a token
+        # revoked: retrying cannot help. (BadRequest is a NetworkError in PTB, so it is tested first.)
         return DeliveryError(_reason(exc), permanent=True, delivered=delivered)
     # NetworkError (TimedOut, Telegram's 5xx answers) and anything else: try again later.
     return DeliveryError(_reason(exc), delivered=delivered)
@@ -195,7 +224,7 @@ class TelegramAlertSink:
                 await self._send(chat_id, message)
                 delivered.update(message.completes)
         except TelegramError as exc:
-            raise delivery_error(exc, delivered) from None
+            raise delivery_error(exc, delivered, officer_group=True) from None
         if len(now) < len(plan):
             _, wait = self._room(chat_id)
             raise DeliveryError("telegram group flood budget spent", retry_after=max(wait, _MIN_DEFER), deferred=True, delivered=delivered)

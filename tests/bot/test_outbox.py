@@ -1,11 +1,14 @@
-"""The outbox worker: retries with backoff, exactly one delivery, survives restarts, dead letters."""
+"""The outbox worker: retries with backoff, exactly one delivery, survives restarts, dead letters,
+and rows that wait (never dead) for a target nobody can reach until it is fixed."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
-from bot.outbox import DeliveryError, OutboxWorker
+import pytest
+
+from bot.outbox import UNREACHABLE_RETRY_SECONDS, DeliveryError, OutboxWorker
 from storage.crypto import Cipher
 from storage.records import OutboxItem, OutboxStatus
 from storage.sqlite import SqliteStore
@@ -149,3 +152,58 @@ async def test_rows_go_only_to_the_targets_the_deployment_sends_to(store: Sqlite
     assert sink.delivered == [configured]
     item = await store.outbox.get(elsewhere)
     assert item.status is OutboxStatus.DEAD and item.last_error == "flaky target is not configured (TIPLINE_OFFICERS__*); not sent"
+
+
+class UnreachableSink:
+    """A target nobody can reach until ``fixed``: answers ``unreachable`` until then."""
+
+    def __init__(self) -> None:
+        self.fixed = False
+        self.attempts = 0
+        self.delivered: list[str] = []
+
+    async def deliver(self, item: OutboxItem, target: str) -> None:
+        self.attempts += 1
+        if not self.fixed:
+            raise DeliveryError("group unreachable: add the bot back", unreachable=True)
+        self.delivered.append(item.id)
+
+
+async def test_an_unreachable_target_keeps_its_row_pending_without_using_attempts(
+    store: SqliteStore, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = UnreachableSink()
+    worker = OutboxWorker(store, {"group": sink}, clock=clock, max_attempts=3)
+    item_id = await _queue(store, clock.now, sink="group:-100", priority=2)
+    for _ in range(10):  # far more tries than max_attempts
+        await worker.run_once()
+        item = await store.outbox.get(item_id)
+        assert item.next_at == clock.now + UNREACHABLE_RETRY_SECONDS  # the slow schedule, no backoff
+        clock.advance(UNREACHABLE_RETRY_SECONDS)
+    assert sink.attempts == 10
+    assert (item.status, item.attempts, item.last_error) == (OutboxStatus.PENDING, 0, "group unreachable: add the bot back")
+    assert await store.outbox.unreachable() == {"group:-100": 1}
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "group:-100" in errors[0].getMessage()  # once per state change, not per try
+
+    sink.fixed = True
+    await worker.run_once()
+    await worker.run_once()
+    delivered = await store.outbox.get(item_id)
+    assert sink.delivered == [item_id] and delivered.status is OutboxStatus.DELIVERED
+    assert await store.outbox.unreachable() == {}
+    assert [r.levelname for r in caplog.records if "reachable again" in r.getMessage()] == ["WARNING"]
+
+
+async def test_a_target_heard_from_gets_its_waiting_rows_at_once(store: SqliteStore, clock: Clock) -> None:
+    sink = UnreachableSink()
+    worker = OutboxWorker(store, {"group": sink}, clock=clock)
+    waiting = await _queue(store, clock.now, sink="group:-100")
+    other = await _queue(store, clock.now, sink="group:-200")
+    await worker.run_once()
+    assert await worker.target_reachable("group:-999") == 0  # nothing waits for it
+    sink.fixed = True
+    assert await worker.target_reachable("group:-100") == 1
+    await worker.run_once()  # no time has passed: only the released row is due
+    assert sink.delivered == [waiting]
+    assert (await store.outbox.get(other)).status is OutboxStatus.PENDING

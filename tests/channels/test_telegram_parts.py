@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -15,15 +16,16 @@ from telegram.error import RetryAfter
 from telegram.ext import ExtBot
 
 from bot.channels import telegram
-from bot.channels.telegram_alerts import TelegramAlertSink, alert_html
+from bot.channels.telegram_alerts import GROUP_UNREACHABLE, TelegramAlertSink, alert_html
 from bot.channels.telegram_limits import FloodLimiter, FloodLimits, Retries
 from bot.channels.telegram_messages import choice_keyboard, delete_answer, inbound_from_message, split_text
 from bot.messages import Choice, InboundKind, OutboundMessage
 from bot.i18n import Catalogues
-from bot.outbox import DeliveryError
+from bot.outbox import UNREACHABLE_RETRY_SECONDS, DeliveryError
 from bot.runtime import Runtime
 from bot.settings import Settings
-from storage.records import OutboxItem, OutboxStatus
+from handlers.alerts import AlertEvent, enqueue_alert
+from storage.records import Followup, OutboxItem, OutboxStatus, Tip, TipStatus
 from tests.fakes.server import LoopbackServer
 from tests.fakes.telegram_api import (
     FakeTelegramAPI,
@@ -249,19 +251,29 @@ async def test_alert_sink_has_nothing_to_send_for_a_purged_tip(bot, fake: FakeTe
 
 
 @pytest.mark.parametrize(
-    ("status", "permanent", "retry_after"),
-    [(429, False, 7.0), (502, False, None), (500, False, None), (403, True, None), (400, True, None)],
-    ids=["429 waits", "502 retries", "500 retries", "403 removed from group", "400 chat not found"],
+    ("status", "description", "permanent", "unreachable", "retry_after"),
+    [
+        (429, None, False, False, 7.0),
+        (502, None, False, False, None),
+        (500, None, False, False, None),
+        (403, "Forbidden: bot was kicked from the supergroup chat", False, True, None),
+        (403, "Forbidden: bot is not a member of the group chat", False, True, None),
+        (400, "Bad Request: chat not found", False, True, None),
+        (400, "Bad Request: can't parse entities: unsupported start tag", True, False, None),
+    ],
+    ids=["429 waits", "502 retries", "500 retries", "403 kicked", "403 not a member", "400 chat not found", "400 bad markup"],
 )
-async def test_alert_sink_maps_telegram_errors_for_the_outbox(bot, fake: FakeTelegramAPI, status, permanent, retry_after):
-    fake.fail_next("sendMessage", status=status, retry_after=7)
+async def test_alert_sink_maps_telegram_errors_for_the_outbox(bot, fake: FakeTelegramAPI, status, description, permanent, unreachable, retry_after):
+    fake.fail_next("sendMessage", status=status, retry_after=7, **({"description": description} if description else {}))
     sink = TelegramAlertSink(await bot(FAST), StubComposer("New tip, case 26-0001"))
 
     with pytest.raises(DeliveryError) as info:
         await sink.deliver(alert_item(), str(GROUP))
 
-    assert info.value.permanent is permanent
+    assert (info.value.permanent, info.value.unreachable, info.value.deferred) == (permanent, unreachable, False)
     assert info.value.retry_after == retry_after
+    if unreachable:  # what is wrong and what to do, naming no chat and quoting nothing sent
+        assert str(info.value) == GROUP_UNREACHABLE and str(GROUP) not in str(info.value)
     assert len(fake.calls_of("sendMessage")) == 1  # the outbox retries, not the sink
 
 
@@ -293,6 +305,39 @@ async def test_officer_reply_reaches_the_tipster_and_joins_the_deletable_convers
     assert blocked.value.permanent
     refs = await runtime.store.message_refs.get(runtime.cipher.pseudonym("telegram", str(CHAT)))
     assert len(refs) == 1 and refs[0].isdigit()
+
+
+async def test_forbidden_waits_for_an_officer_group_but_gives_up_on_a_tipster_who_blocked_the_bot(runtime: Runtime, fake: FakeTelegramAPI):
+    """The same 403, two verdicts: an officers' group that lost the bot is fixed by a person, so its
+    alert waits (pending, unreachable); a tipster who blocked the bot will not be reached, so the
+    officer's reply notice is given up (dead, as before)."""
+    channel = telegram.build(runtime.settings, limits=FAST, poll_timeout=0.1)
+    await channel.start(runtime)
+    runtime.route_alerts(channel.sinks(), (f"telegram:{GROUP}",))  # the group is a configured target
+    now = time.time()
+    tip = Tip(uuid.uuid4().hex, "26-0001", TipStatus.OPEN, "s1", "telegram", "en", now, now, contact_ok=True, contact_address=str(CHAT))
+    followup = Followup(uuid.uuid4().hex, tip.id, "officer", "Which floor?", now)
+    reply = OutboxItem(uuid.uuid4().hex, "tipster:telegram", {"kind": "reply", "tip_id": tip.id, "followup_id": followup.id}, OutboxStatus.PENDING, 0, now, now)
+    async with runtime.store.transaction() as tx:
+        await tx.tips.save(tip)
+        await tx.followups.add(followup)
+        await enqueue_alert(tx, tip, AlertEvent.NEW, (f"telegram:{GROUP}",), now)
+        await tx.outbox.add(reply)
+    fake.fail_chat(GROUP, 403, "Forbidden: bot was kicked from the group chat")
+    fake.fail_chat(CHAT, 403, "Forbidden: bot was blocked by the user")
+    try:
+        await runtime.worker.run_once()
+    finally:
+        await channel.stop()
+
+    (alert,) = [e for e in await runtime.store.outbox.listing((OutboxStatus.PENDING, OutboxStatus.DEAD)) if e.sink.startswith("telegram:")]
+    assert (alert.status, alert.unreachable, alert.attempts, alert.last_error) == (OutboxStatus.PENDING, True, 0, GROUP_UNREACHABLE)
+    assert alert.next_at >= now + UNREACHABLE_RETRY_SECONDS
+    given_up = await runtime.store.outbox.get(reply.id)
+    assert (given_up.status, given_up.attempts) == (OutboxStatus.DEAD, 1)
+    assert given_up.last_error.startswith("telegram Forbidden") and "blocked by the user" in given_up.last_error
+    assert str(CHAT) not in given_up.last_error
+    assert await runtime.store.outbox.unreachable() == {f"telegram:{GROUP}": 1}
 
 
 async def test_a_rejected_token_stops_start_up_without_printing_it(make_settings, fake: FakeTelegramAPI):

@@ -129,7 +129,7 @@ class FakeTelegramAPI:
             self.commands: dict[tuple[str, str], list[Any]] = {}
             self.webhook_url = ""
             self._failures: dict[str, list[_Failure]] = {}
-            self._chat_failures: dict[str, int] = {}
+            self._chat_failures: dict[str, tuple[int, str]] = {}
             self._migrated: dict[str, int] = {}
             self._stubs: dict[str, Callable[[dict[str, Any]], Any]] = {}
             self._down = False
@@ -160,15 +160,16 @@ class FakeTelegramAPI:
         with self._lock:
             self._failures.setdefault(method.lower(), []).append(_Failure(times, status, body))
 
-    def fail_chat(self, chat_id: Any, status: int | None = 502) -> None:
+    def fail_chat(self, chat_id: Any, status: int | None = 502, description: str | None = None) -> None:
         """Make every ``send*`` call to ``chat_id`` fail with ``status`` (an error Telegram
         answers for one chat only: a 5xx from its data centre, or 403 for a blocked bot) until
-        called again with ``status=None``. Other chats are not affected."""
+        called again with ``status=None``. Other chats are not affected. ``description``:
+        Telegram's words for it (e.g. "Forbidden: bot was kicked from the supergroup chat")."""
         with self._lock:
             if status is None:
                 self._chat_failures.pop(str(chat_id), None)
             else:
-                self._chat_failures[str(chat_id)] = status
+                self._chat_failures[str(chat_id)] = (status, description or _ERRORS.get(status, "Injected failure"))
 
     def migrate_chat(self, chat_id: Any, new_chat_id: int) -> None:
         """The group ``chat_id`` became the supergroup ``new_chat_id``: every ``send*`` to the old id
@@ -198,10 +199,10 @@ class FakeTelegramAPI:
         key = method.lower()
         with self._lock:
             status, body = self._precheck(token, key)
-            chat_status = self._chat_failures.get(str(params.get("chat_id")))
-            if body is None and chat_status is not None and key.startswith("send"):
-                status, body = chat_status, {"ok": False, "error_code": chat_status,
-                                             "description": _ERRORS.get(chat_status, "Injected failure")}
+            chat_failure = self._chat_failures.get(str(params.get("chat_id")))
+            if body is None and chat_failure is not None and key.startswith("send"):
+                status, description = chat_failure
+                body = {"ok": False, "error_code": status, "description": description}
             moved_to = self._migrated.get(str(params.get("chat_id")))
             if body is None and moved_to is not None and key.startswith("send"):
                 status, body = 400, {"ok": False, "error_code": 400, "description": "Bad Request: group chat was upgraded to a supergroup chat",

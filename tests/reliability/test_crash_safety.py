@@ -433,7 +433,7 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
         # --- 4. the outbox drains: every alert arrives ------------------------------------------
         async def drained() -> bool:
             health = (await client.get("/healthz")).json()
-            return health["outbox"] == {"pending": 0, "dead": 0}
+            return health["outbox"] == {"pending": 0, "dead": 0, "unreachable": 0}
 
         deadline = time.monotonic() + 20
         while not await drained():

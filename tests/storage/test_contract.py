@@ -13,7 +13,7 @@ import pytest
 
 from storage.crypto import Cipher, unkeyed_chain_hash
 from storage.interfaces import Store
-from storage.records import Draft, Followup, OutboxItem, OutboxStatus, Tip, TipStatus
+from storage.records import Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
 from storage.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -300,6 +300,78 @@ async def test_outbox_delivery_failure_and_counts(store: Store) -> None:
         assert await tx.outbox.delete_delivered_before(T0 + 50) == 1
     assert await store.outbox.get("a") is None and await store.outbox.get("d") is not None
     assert await store.outbox.counts() == {OutboxStatus.PENDING: 1, OutboxStatus.DELIVERED: 1, OutboxStatus.DEAD: 1}
+
+
+
+async def test_outbox_listing_shows_pending_and_dead_rows_without_their_payload(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.outbox.add(make_item("old", sink="telegram:-100", created_at=T0 - 60))
+        await tx.outbox.add(make_item("urgent", sink="telegram:-100", priority=2))
+        await tx.outbox.add(make_item("sent", sink="sms:p1"))
+        await tx.outbox.add(make_item("gone", sink="tipster:sms", priority=1))
+    async with store.transaction() as tx:
+        await tx.outbox.mark_delivered("sent", T0 + 1)
+        await tx.outbox.mark_failed("gone", 3, T0 + 9, "HTTP 400", dead=True)
+        await tx.outbox.mark_failed("old", 0, T0 + 300, "group unreachable", dead=False, unreachable=True)
+    listed = await store.outbox.listing((OutboxStatus.PENDING, OutboxStatus.DEAD))
+    assert listed == [
+        OutboxEntry("urgent", "telegram:-100", OutboxStatus.PENDING, 2, 0, T0, T0),
+        OutboxEntry("gone", "tipster:sms", OutboxStatus.DEAD, 1, 3, T0 + 9, T0, "HTTP 400"),
+        OutboxEntry("old", "telegram:-100", OutboxStatus.PENDING, 0, 0, T0 + 300, T0 - 60, "group unreachable", unreachable=True),
+    ]
+    assert not hasattr(listed[0], "payload")
+    assert [e.id for e in await store.outbox.listing((OutboxStatus.DEAD,))] == ["gone"]
+    assert [e.id for e in await store.outbox.listing((OutboxStatus.DELIVERED,))] == ["sent"]
+    assert [e.id for e in await store.outbox.listing((OutboxStatus.PENDING, OutboxStatus.DEAD), limit=2)] == ["urgent", "gone"]
+    assert await store.outbox.listing(()) == []
+
+
+async def test_outbox_unreachable_rows_stay_pending_and_are_counted_per_sink(store: Store) -> None:
+    async with store.transaction() as tx:
+        for name, sink in (("a", "telegram:-100"), ("b", "telegram:-100"), ("c", "telegram:-200"), ("d", "telegram:-200")):
+            await tx.outbox.add(make_item(name, sink=sink))
+    async with store.transaction() as tx:
+        for name in "abc":
+            await tx.outbox.mark_failed(name, 2, T0 + 300, "unreachable", dead=False, unreachable=True)
+        await tx.outbox.mark_failed("d", 1, T0 + 300, "gave up", dead=True, unreachable=True)  # dead is never "waiting"
+    assert await store.outbox.unreachable() == {"telegram:-100": 2, "telegram:-200": 1}
+    assert (await store.outbox.get("a")).status is OutboxStatus.PENDING
+    assert await store.outbox.due(T0 + 10) == []
+    async with store.transaction() as tx:  # the group's bot is back: its rows are due now
+        assert await tx.outbox.release_unreachable("telegram:-100", T0 + 10) == 2
+        assert await tx.outbox.release_unreachable("telegram:-999", T0 + 10) == 0
+    assert [i.id for i in await store.outbox.due(T0 + 10)] == ["a", "b"]
+    assert (await store.outbox.get("c")).next_at == T0 + 300
+    async with store.transaction() as tx:  # any other verdict, or delivery, clears the flag
+        await tx.outbox.mark_delivered("a", T0 + 11)
+        await tx.outbox.mark_failed("b", 3, T0 + 20, "HTTP 503", dead=False)
+    assert await store.outbox.unreachable() == {"telegram:-200": 1}
+    assert [e.unreachable for e in await store.outbox.listing((OutboxStatus.PENDING, OutboxStatus.DEAD))] == [False, True, False]
+
+
+async def test_outbox_requeue_dead_rows_all_or_by_id_prefix(store: Store) -> None:
+    async with store.transaction() as tx:
+        for name in ("dead-1", "dead-2", "deaf-3", "alive"):
+            await tx.outbox.add(make_item(name))
+    async with store.transaction() as tx:
+        for name in ("dead-1", "dead-2", "deaf-3"):
+            await tx.outbox.mark_failed(name, 10, T0 + 900, f"HTTP 400 {name}", dead=True)
+        await tx.outbox.mark_failed("alive", 2, T0 + 900, "HTTP 503", dead=False)
+    async with store.transaction() as tx:
+        assert await tx.outbox.requeue_dead(T0 + 1000, id_prefix="dead-") == 2
+        assert await tx.outbox.requeue_dead(T0 + 1000, id_prefix="dea%") == 0  # a prefix, not a pattern
+        assert await tx.outbox.requeue_dead(T0 + 1000, id_prefix="nothing") == 0
+    again = await store.outbox.get("dead-1")
+    assert (again.status, again.attempts, again.next_at, again.last_error) == (OutboxStatus.PENDING, 0, T0 + 1000, "HTTP 400 dead-1")
+    assert again.payload == {"text": "dead-1"}
+    assert (await store.outbox.get("deaf-3")).status is OutboxStatus.DEAD
+    alive = await store.outbox.get("alive")
+    assert (alive.status, alive.attempts, alive.next_at) == (OutboxStatus.PENDING, 2, T0 + 900)  # pending rows untouched
+    async with store.transaction() as tx:
+        assert await tx.outbox.requeue_dead(T0 + 2000) == 1
+        assert await tx.outbox.requeue_dead(T0 + 2000) == 0
+    assert [i.id for i in await store.outbox.due(T0 + 2000)] == ["dead-1", "dead-2", "deaf-3", "alive"]
+    assert (await store.outbox.counts())[OutboxStatus.DEAD] == 0
 
 
 # --- audit ---------------------------------------------------------------------------------------

@@ -218,6 +218,18 @@ async def test_draft_copied_to_another_sender_does_not_open(store: SqliteStore) 
     assert (await store.drafts.get("alice")).state == {"note": "mine"}
 
 
+
+async def test_the_outbox_listing_never_opens_a_payload(store: SqliteStore) -> None:
+    """``python main.py outbox`` must work (and show nothing of the content) even where a payload
+    would not open: the listing does not read that column at all."""
+    await fill_every_encrypted_column(store)
+    with raw(store) as conn:
+        conn.execute("UPDATE outbox SET payload = x'00' WHERE id = 'o1'")
+    assert (await store.outbox.get("o1")).payload is None  # read as a row that does not open
+    (entry,) = await store.outbox.listing((OutboxStatus.PENDING,))
+    assert (entry.id, entry.sink, entry.status) == ("o1", "console", OutboxStatus.PENDING)
+
+
 # --- no plaintext on disk ------------------------------------------------------------------------
 
 
@@ -272,6 +284,7 @@ def _as_written_before_integrity(path: Path, cipher: Cipher, *, break_chain: boo
 
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("ALTER TABLE tips DROP COLUMN seal")
+        conn.execute("ALTER TABLE outbox DROP COLUMN unreachable")  # schema 4 (a later migration)
         conn.execute("DELETE FROM meta WHERE name = 'integrity'")
         conn.execute("PRAGMA user_version = 2")
         for item_id, sink, blob in conn.execute("SELECT id, sink, payload FROM outbox").fetchall():
