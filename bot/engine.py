@@ -105,11 +105,26 @@ class Engine:
                     return [_outbound(r) for r in earlier]
             turn = self._turn(msg, tx)
             await self._dispatch(turn)
-            if key is not None:
-                await tx.processed.add(key, [_serialise(r) for r in turn.replies], turn.now)
+            await self._remember(turn, key)
+        await self._after(turn)
+        return turn.replies
+
+    async def _remember(self, turn: Turn, key: str | None) -> None:
+        """Cache this turn's replies for a provider's retry. A draft erased or filed takes the
+        replies cached for it along (the review summary, the start of the details): only this
+        turn's answer (the receipt, or "erased") stays, for the short retry window."""
+        if _ends_conversation(turn):
+            await turn.tx.processed.forget_replies(turn.msg.sender)
+        if key is not None:
+            await turn.tx.processed.add(key, [_serialise(r) for r in turn.replies], turn.now, sender=turn.msg.sender)
+
+    async def _after(self, turn: Turn) -> None:
+        """Once the turn is committed: wake the outbox; after an erase, cut the write-ahead log so
+        no earlier version of the erased draft survives in it."""
         if turn.alerts_queued:
             self._on_alerts()
-        return turn.replies
+        if any(r.purpose is Purpose.ERASED for r in turn.replies):
+            await self.store.checkpoint()
 
     def _turn(self, msg: InboundMessage, tx: Repositories) -> Turn:
         return Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash, self.vocabulary)
@@ -244,10 +259,8 @@ class Engine:
                 else:
                     state = await self._keep(turn, text)
                     turn.say(state.speaking if state else language, "error.kept")
-                if key is not None:
-                    await tx.processed.add(key, [_serialise(r) for r in turn.replies], turn.now)
-            if turn.alerts_queued:
-                self._on_alerts()
+                await self._remember(turn, key)
+            await self._after(turn)
             return turn.replies
         except Exception as exc:  # noqa: BLE001 - the last word must still be an answer
             log.error("%s message from %s could not be kept either (%s)", msg.channel, msg.sender[:8], type(exc).__name__)
@@ -280,6 +293,8 @@ class Engine:
         """Expire drafts left alone past their timeout (run by a background sweeper). Each draft is
         handled on its own: one that cannot be expired is logged, set aside, and the pass goes on."""
         now = self._clock()
+        async with self.store.transaction() as tx:  # a provider retries within minutes; hours is plenty
+            await tx.processed.purge_replies_before(now - self.config.cached_reply_seconds)
         senders = await self.store.drafts.expired(now, limit)
         expired = alerts = 0
         for sender in senders:
@@ -307,6 +322,10 @@ class Engine:
                     await tx.drafts.set_aside(sender, now)
         except Exception as exc:  # noqa: BLE001
             log.error("draft of %s could not be set aside (%s)", sender[:8], type(exc).__name__)
+
+
+def _ends_conversation(turn: Turn) -> bool:
+    return any(r.purpose in (Purpose.ERASED, Purpose.RECEIPT) for r in turn.replies)
 
 
 def _processed_key(msg: InboundMessage) -> str | None:

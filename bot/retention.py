@@ -10,11 +10,12 @@ from storage.interfaces import Store
 from storage.records import TipStatus
 
 DAY = 86400.0
+SET_ASIDE_DAYS = 7.0  # a draft that could not be read is kept this long for a look, then deleted
 
 
 async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
     keep = settings.retention
-    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0}
+    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0, "cached replies": 0}
     closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=None)
     async with store.transaction() as tx:
         for tip in closed:
@@ -31,5 +32,7 @@ async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
         # Telegram lets a bot delete messages for 48 hours; after that the ids are of no use.
         removed["message refs"] = await tx.message_refs.purge_before(now - 2 * DAY)
         # A draft set aside because it could not be read lives no longer than an abandoned one would.
-        removed["set-aside drafts"] = await tx.drafts.purge_set_aside_before(now - keep.processed_id_days * DAY)
+        removed["set-aside drafts"] = await tx.drafts.purge_set_aside_before(now - SET_ASIDE_DAYS * DAY)
+        removed["cached replies"] = await tx.processed.purge_replies_before(now - keep.cached_reply_hours * 3600)
+    await store.checkpoint()  # what was deleted does not linger in the write-ahead log
     return removed

@@ -61,6 +61,7 @@ def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> Conversat
         officer_timezone=settings.timezone,
         receipt_failures_global_per_hour=settings.receipt_failures_per_hour,
         urgent_alerts_per_hour=settings.urgent_alerts_per_hour,
+        cached_reply_seconds=settings.retention.cached_reply_hours * 3600,
     )
 
 
@@ -123,10 +124,17 @@ class Runtime:
                 log.exception("retention pass failed")
             await asyncio.sleep(every)
 
-    async def _sweep(self, every: float = 30.0) -> None:
+    async def _sweep(self, every: float = 30.0, checkpoint_every: float = 3600.0) -> None:
+        """Expire drafts (and drop cached replies past their window) every ``every`` seconds; cut
+        the write-ahead log every ``checkpoint_every`` (expired and filed drafts leave versions
+        in it too, not only an EXIT, which cuts it at once)."""
+        last_checkpoint = time.monotonic()
         while True:
             try:
                 await self.engine.expire_due()
+                if time.monotonic() - last_checkpoint >= checkpoint_every:
+                    await self.store.checkpoint()
+                    last_checkpoint = time.monotonic()
             except Exception:  # noqa: BLE001 - keep sweeping; the next pass retries
                 log.exception("draft expiry pass failed")
             await asyncio.sleep(every)

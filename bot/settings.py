@@ -83,7 +83,10 @@ class OfficerSettings(BaseModel):
 class RetentionSettings(BaseModel):
     closed_tip_days: float = Field(90, gt=0)  # closed tips are deleted this long after closing
     delivered_outbox_days: float = Field(7, gt=0)
-    processed_id_days: float = Field(7, gt=0)  # provider ids remembered for de-duplication
+    # Provider message ids, as keyed hashes with a time and nothing else: a replay is refused this long.
+    processed_id_days: float = Field(365, gt=0)
+    # The replies given to a message, kept for the provider's retries (minutes in practice).
+    cached_reply_hours: float = Field(2, gt=0, le=48)
 
 
 class ServerSettings(BaseModel):

@@ -29,6 +29,7 @@ class ConversationConfig:
     after_receipt_seconds: float = 15 * 60  # after a receipt, "thanks" is small talk, not a new report
     urgent_alerts_per_hour: int = 3  # per sender; later urgent cases are filed, flagged, not alerted at once
     receipt_failures_global_per_hour: int = 200  # all senders together, then look-ups pause
+    cached_reply_seconds: float = 2 * 3600  # replies kept for a provider's retry, then dropped
 
 
 @dataclass

@@ -223,14 +223,39 @@ class SqliteFollowupRepository(_Repository):
 
 
 class SqliteProcessedRepository(_Repository):
-    async def replies_for(self, key: str) -> list[dict[str, Any]] | None:
-        row = await self._one("SELECT replies FROM processed WHERE key = ?", (key,))
-        return self._open(row[0], "processed", "replies", key) if row else None
+    """Provider message ids as keyed hashes (never the raw MessageSid or update_id), and the replies
+    given to each, cached apart for the short time a provider may retry."""
 
-    async def add(self, key: str, replies: list[dict[str, Any]], at: float) -> None:
-        await self._conn.execute(
-            "INSERT INTO processed (key, replies, at) VALUES (?, ?, ?)", (key, self._seal(replies, "processed", "replies", key), at)
+    def _key(self, key: str) -> str:
+        assert self._cipher is not None
+        return self._cipher.lookup_hash("provider-id", key)
+
+    async def replies_for(self, key: str) -> list[dict[str, Any]] | None:
+        """None: never handled. A list: handled, with the replies given (empty once they are no
+        longer cached: the person had them the first time)."""
+        hashed = self._key(key)
+        row = await self._one(
+            "SELECT c.replies FROM processed p LEFT JOIN cached_replies c ON c.key = p.key WHERE p.key = ?", (hashed,)
         )
+        if row is None:
+            return None
+        return self._open(row[0], "cached_replies", "replies", hashed) if row[0] is not None else []
+
+    async def add(self, key: str, replies: list[dict[str, Any]], at: float, sender: str | None = None) -> None:
+        hashed = self._key(key)
+        await self._conn.execute("INSERT INTO processed (key, at) VALUES (?, ?)", (hashed, at))
+        await self._conn.execute(
+            "INSERT INTO cached_replies (key, sender, replies, at) VALUES (?, ?, ?, ?)",
+            (hashed, sender, self._seal(replies, "cached_replies", "replies", hashed), at),
+        )
+
+    async def forget_replies(self, sender: str) -> int:
+        cursor = await self._conn.execute("DELETE FROM cached_replies WHERE sender = ?", (sender,))
+        return cursor.rowcount
+
+    async def purge_replies_before(self, at: float) -> int:
+        cursor = await self._conn.execute("DELETE FROM cached_replies WHERE at < ?", (at,))
+        return cursor.rowcount
 
     async def purge_before(self, at: float) -> int:
         cursor = await self._conn.execute("DELETE FROM processed WHERE at < ?", (at,))

@@ -136,6 +136,23 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN unreachable INTEGER NOT NULL DEFAULT 0;
     """,
+    # Provider ids are kept as keyed hashes only (a year, to refuse replays); the replies given
+    # are cached apart, for hours, so a retry gets the same answer and nothing more is kept.
+    # The old table held raw ids and 7 days of replies: dropped (a retry of a message handled
+    # before the upgrade is handled again).
+    """
+    DROP TABLE processed;
+    CREATE TABLE processed (key TEXT PRIMARY KEY, at REAL NOT NULL);
+    CREATE INDEX processed_at ON processed (at);
+    CREATE TABLE cached_replies (
+        key TEXT PRIMARY KEY REFERENCES processed (key) ON DELETE CASCADE,
+        sender TEXT,
+        replies BLOB NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX cached_replies_sender ON cached_replies (sender);
+    CREATE INDEX cached_replies_at ON cached_replies (at);
+    """,
 )
 
 # Every encrypted column, as (table, key column, blob column, SQL of the row its associated data
@@ -146,7 +163,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("tips", "id", "contact", "id"),
     ("tips", "id", "close_reason", "id"),
     ("followups", "id", "body", "id"),
-    ("processed", "key", "replies", "key"),
+    ("cached_replies", "key", "replies", "key"),
     ("outbox", "id", "payload", "id || '|' || sink"),
     ("message_refs", "sender", "refs", "sender"),
 )
@@ -212,7 +229,10 @@ class SqliteStore:
             path.touch(mode=0o600)  # the WAL and shm files inherit these permissions
         writer = await aiosqlite.connect(path, isolation_level=None)
         try:
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "foreign_keys=ON", "busy_timeout=5000"):
+            # journal_size_limit: a WAL reset by a checkpoint is cut to nothing, not left holding
+            # earlier versions of pages (an erased draft) until they happen to be overwritten.
+            pragmas = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "foreign_keys=ON", "busy_timeout=5000", "journal_size_limit=0")
+            for pragma in pragmas:
                 await writer.execute(f"PRAGMA {pragma}")
             await _migrate(writer)
             await _check_key(writer, cipher)
@@ -318,11 +338,17 @@ class SqliteStore:
                     changed += 1
         return changed
 
-    async def checkpoint(self) -> None:
-        """Fold the WAL into the database file (used before backups and by tests)."""
+    async def checkpoint(self) -> bool:
+        """Fold the WAL into the database file and cut it to zero bytes, so no earlier version of
+        a page (an erased draft, a purged tip) survives in it. Run after an erase or a purge, and
+        periodically. False when a reader kept it from completing (it is retried next time)."""
         async with self._write_lock:
             await self._commit_batch()
-            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            async with self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                busy, _, _ = await cursor.fetchone()
+        if busy:
+            log.warning("WAL checkpoint could not complete (a reader was busy); retried at the next one")
+        return not busy
 
     async def close(self) -> None:
         async with self._write_lock:

@@ -29,8 +29,9 @@ async def test_purge_applies_each_rule_and_keeps_the_rest(store: SqliteStore, ma
             await tx.followups.add(Followup(uuid.uuid4().hex, tip.id, "tipster", "more", tip.created_at))
         for delivered_at, status in ((NOW - 30 * DAY, OutboxStatus.DELIVERED), (NOW - DAY, OutboxStatus.DELIVERED), (None, OutboxStatus.PENDING)):
             await tx.outbox.add(OutboxItem(uuid.uuid4().hex, "console", {}, status, 0, 0.0, 0.0, 0, delivered_at))
-        await tx.processed.add("sms:old", [], NOW - 30 * DAY)
-        await tx.processed.add("sms:new", [], NOW - DAY)
+        await tx.processed.add("sms:old", [], NOW - 400 * DAY)  # past the year a replay is refused
+        await tx.processed.add("sms:new", [{"text": "r"}], NOW - DAY)  # id kept, its replies not
+        await tx.processed.add("sms:now", [{"text": "r"}], NOW - 600)
         await tx.message_refs.add("old-chat", ["1"], NOW - 3 * DAY)
         await tx.message_refs.add("new-chat", ["2"], NOW - 3600)
         for sender, at in (("old-aside", NOW - 30 * DAY), ("new-aside", NOW - DAY)):
@@ -39,7 +40,7 @@ async def test_purge_applies_each_rule_and_keeps_the_rest(store: SqliteStore, ma
 
     removed = await purge(store, make_settings(), NOW)
 
-    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1, "set-aside drafts": 1}
+    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1, "set-aside drafts": 1, "cached replies": 1}
     assert await store.drafts.set_aside_count() == 1
     assert await store.tips.get(old_closed.id) is None and await store.followups.for_tip(old_closed.id) == []
     kept = await store.tips.get(recent_closed.id)
@@ -49,5 +50,6 @@ async def test_purge_applies_each_rule_and_keeps_the_rest(store: SqliteStore, ma
     assert (await store.outbox.counts())[OutboxStatus.DELIVERED] == 1
     assert (await store.outbox.counts())[OutboxStatus.PENDING] == 1
     assert await store.processed.replies_for("sms:old") is None and await store.processed.replies_for("sms:new") == []
+    assert await store.processed.replies_for("sms:now") == [{"text": "r"}]
     assert await store.message_refs.get("old-chat") == [] and await store.message_refs.get("new-chat") == ["2"]
     assert await purge(store, make_settings(), NOW) == dict.fromkeys(removed, 0)

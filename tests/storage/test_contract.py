@@ -256,6 +256,23 @@ async def test_processed_ids(store: Store, backend: Backend) -> None:
     assert await store.processed.replies_for("telegram:7") == []
 
 
+async def test_cached_replies_go_before_the_ids_and_with_their_sender(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.processed.add("sms:SM1", [{"text": "summary"}], T0, sender="s1")
+        await tx.processed.add("sms:SM2", [{"text": "receipt"}], T0 + 10, sender="s1")
+        await tx.processed.add("sms:SM3", [{"text": "other"}], T0, sender="s2")
+        assert await tx.processed.forget_replies("s1") == 2
+    # Forgotten replies leave the id: a retry is still refused, answered with nothing.
+    assert await store.processed.replies_for("sms:SM1") == [] and await store.processed.replies_for("sms:SM2") == []
+    assert await store.processed.replies_for("sms:SM3") == [{"text": "other"}]
+    async with store.transaction() as tx:
+        assert await tx.processed.purge_replies_before(T0 + 1) == 1
+    assert await store.processed.replies_for("sms:SM3") == []
+    async with store.transaction() as tx:
+        assert await tx.processed.purge_before(T0 + 1) == 2  # SM1 and SM3; SM2's id stays
+    assert await store.processed.replies_for("sms:SM2") == [] and await store.processed.replies_for("sms:SM1") is None
+
+
 # --- outbox --------------------------------------------------------------------------------------
 
 

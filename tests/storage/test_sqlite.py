@@ -277,16 +277,14 @@ async def test_secure_delete_leaves_no_trace_of_deleted_rows(store: SqliteStore)
 
 
 def _as_written_before_integrity(path: Path, cipher: Cipher, *, break_chain: bool = False) -> None:
-    """Turn a database into what schema 2 wrote: no tip seals, outbox payloads bound to their id
-    only, an unkeyed SHA-256 audit chain, no integrity flag."""
+    """Turn a database into what schema 2 wrote, as the later migrations leave it: no tip seals,
+    outbox payloads bound to their id only, an unkeyed SHA-256 audit chain, no integrity flag."""
     from storage.crypto import unkeyed_chain_hash
     from storage.records import AuditEntry
 
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("ALTER TABLE tips DROP COLUMN seal")
-        conn.execute("ALTER TABLE outbox DROP COLUMN unreachable")  # schema 4 (a later migration)
+        conn.execute("UPDATE tips SET seal = NULL")  # as migration 3 leaves an older database's tips
         conn.execute("DELETE FROM meta WHERE name = 'integrity'")
-        conn.execute("PRAGMA user_version = 2")
         for item_id, sink, blob in conn.execute("SELECT id, sink, payload FROM outbox").fetchall():
             plain = cipher.decrypt(blob, table="outbox", column="payload", row=f"{item_id}|{sink}")
             conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (cipher.encrypt(plain, table="outbox", column="payload", row=item_id), item_id))
