@@ -21,6 +21,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.settings import Settings, SettingsError, load_settings
 from storage.crypto import DecryptionError, KeyRingError
+from storage.data_dir import DataDirBusy
 from storage.sqlite import StorageError
 
 
@@ -84,7 +85,7 @@ def main() -> None:
     except SettingsError as exc:
         print(f"tipline: {exc}", file=sys.stderr)
         code = 2
-    except (KeyRingError, DecryptionError, StorageError) as exc:
+    except (KeyRingError, DecryptionError, StorageError, DataDirBusy) as exc:
         print(f"tipline: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from bot.runtime import Runtime, load_or_create_keyring
 from bot.settings import Settings
 from storage.crypto import Cipher, KeyRing
+from storage.data_dir import DataDirBusy, DataDirLock
 from storage.records import OPEN_STATUSES, Tip
 from storage.sqlite import SqliteStore
 
@@ -66,13 +67,21 @@ async def keygen(settings: Settings, *, rotate: bool) -> int:
         KeyRing.generate().save(path)
         print(f"key ring written to {path} (mode 0600). Back it up apart from the database.")
         return 0
-    ring = KeyRing.load(path).rotated()
-    store = await SqliteStore.open(settings.data_dir, Cipher(ring))
     try:
-        ring.save(path)  # only after the new ring opened the database (same pepper)
-        changed = await store.reencrypt_all()
+        lock = DataDirLock(settings.data_dir, exclusive=True)  # no serve or chat writes meanwhile
+    except DataDirBusy as exc:
+        print(f"tipline: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ring = KeyRing.load(path).rotated()
+        store = await SqliteStore.open(settings.data_dir, Cipher(ring))
+        try:
+            ring.save(path)  # only after the new ring opened the database (same pepper)
+            changed = await store.reencrypt_all()
+        finally:
+            await store.close()
     finally:
-        await store.close()
+        lock.release()
     print(f"new active key {ring.active_key_id}; {changed} values re-encrypted")
     return 0
 

@@ -24,6 +24,7 @@ from bot.tipster_delivery import TipsterSink
 from handlers.flow import FlowError, validate_flow
 from handlers.turn import ConversationConfig
 from storage.crypto import Cipher, KeyRing, KeyRingError
+from storage.data_dir import DataDirLock
 from storage.sqlite import DB_FILENAME, SqliteStore
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Runtime:
     worker: OutboxWorker
     tipster_sink: TipsterSink
     tasks: list[asyncio.Task] = field(default_factory=list)
+    lock: DataDirLock | None = None  # shared: keygen --rotate waits for this process to stop
 
     @classmethod
     async def open(cls, settings: Settings, *, allow_create_keys: bool = True) -> Runtime:
@@ -84,13 +86,18 @@ class Runtime:
         if problems:
             raise FlowError("message catalogues are incomplete: " + "; ".join(problems[:5]))
         validate_flow(known_keys=catalogues.keys())
-        cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
-        store = await SqliteStore.open(Path(settings.data_dir), cipher)
+        lock = DataDirLock(Path(settings.data_dir), exclusive=False)  # also makes the directory 0700 first
+        try:
+            cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
+            store = await SqliteStore.open(Path(settings.data_dir), cipher)
+        except BaseException:
+            lock.release()
+            raise
         composer = AlertComposer(store, catalogues, settings.officers.language, settings.officers.full_details)
         tipster_sink = TipsterSink(store, catalogues)
         worker = OutboxWorker(store, {"console": ConsoleSink(composer), "tipster": tipster_sink})
         engine = Engine(store, cipher, catalogues, conversation_config(settings, ("console",)), on_alerts=worker.wake)
-        runtime = cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink)
+        runtime = cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink, lock=lock)
         worker.allowed = runtime.sends_to
         return runtime
 
@@ -155,3 +162,5 @@ class Runtime:
     async def close(self) -> None:
         await self.stop_background()
         await self.store.close()
+        if self.lock is not None:
+            self.lock.release()

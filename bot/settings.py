@@ -96,6 +96,10 @@ class ServerSettings(BaseModel):
     body_timeout_seconds: float = Field(10, gt=0)  # the whole body within this once it is read, or 408
     keep_alive_timeout_seconds: float = Field(5, gt=0)  # an idle kept-alive connection closes after this
     concurrency_limit: int = Field(100, ge=1)  # open connections (or requests) beyond this are answered 503
+    # Bearer token for GET /healthz/detail (schema, channels, outbox counts). Unset: the details
+    # are not served over HTTP at all (``python main.py outbox`` shows them on the machine);
+    # /healthz itself says only ok / degraded / unavailable, to anyone.
+    health_token: SecretStr | None = None
 
 
 class Settings(BaseSettings):

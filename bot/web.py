@@ -16,6 +16,7 @@ answers 503. Bodies over 64 KB get 413 (:class:`BodyLimit`).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -273,26 +274,44 @@ def create_app(settings: Settings) -> Starlette:
                 await channel.stop()
             await runtime.close()
 
-    async def healthz(request: Request) -> JSONResponse:
+    async def health() -> dict[str, object] | None:
         runtime = state.get("runtime")
         if runtime is None or not await runtime.store.healthy():
-            return JSONResponse({"status": "unavailable", "database": False}, status_code=503)
+            return None
         counts = await runtime.store.outbox.counts()
         dead = counts[OutboxStatus.DEAD]
         # Pending rows whose target cannot be reached until someone fixes it (the bot removed from
         # the officer group): included in "pending", and enough on their own to be "degraded".
         unreachable = sum((await runtime.store.outbox.unreachable()).values())
-        return JSONResponse(
-            {
-                "status": "degraded" if dead or unreachable else "ok",
-                "database": True,
-                "schema": await runtime.store.schema_version(),
-                "channels": [c.name for c in channels],
-                "outbox": {"pending": counts[OutboxStatus.PENDING], "dead": dead, "unreachable": unreachable},
-            }
-        )
+        return {
+            "status": "degraded" if dead or unreachable else "ok",
+            "database": True,
+            "schema": await runtime.store.schema_version(),
+            "channels": [c.name for c in channels],
+            "outbox": {"pending": counts[OutboxStatus.PENDING], "dead": dead, "unreachable": unreachable},
+        }
 
-    routes = [Route("/healthz", healthz, methods=["GET"])]
+    async def healthz(request: Request) -> JSONResponse:
+        """Public: only whether the service is well. How many alerts wait, or which channels run,
+        tells an outsider how busy the line is; that is on /healthz/detail."""
+        found = await health()
+        if found is None:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": found["status"]})
+
+    async def healthz_detail(request: Request) -> JSONResponse:
+        token = settings.server.health_token
+        if token is None:
+            return JSONResponse({"error": "not enabled: set TIPLINE_SERVER__HEALTH_TOKEN"}, status_code=404)
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
+            return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        found = await health()
+        if found is None:
+            return JSONResponse({"status": "unavailable", "database": False}, status_code=503)
+        return JSONResponse(found)
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/healthz/detail", healthz_detail, methods=["GET"])]
     for channel in channels:
         routes.extend(channel.routes())
     app = Starlette(routes=routes, lifespan=lifespan)

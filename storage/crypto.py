@@ -136,7 +136,7 @@ class KeyRing:
 
     def save(self, path: Path) -> None:
         """Write atomically, readable by the owner only (0600) from the first byte."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=path.parent)
         try:
             os.fchmod(fd, 0o600)

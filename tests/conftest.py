@@ -21,6 +21,10 @@ from storage.crypto import Cipher, KeyRing  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
 
 
+HEALTH_TOKEN = "health-token-for-tests-0123456789"
+HEALTH_HEADERS = {"Authorization": f"Bearer {HEALTH_TOKEN}"}
+
+
 class Clock:
     """A clock the test moves by hand."""
 
@@ -83,6 +87,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
     def build(**values: object) -> Settings:
         values.setdefault("data_dir", tmp_path / "data")
+        server = values.setdefault("server", {})
+        if isinstance(server, dict):
+            server.setdefault("health_token", HEALTH_TOKEN)  # tests read /healthz/detail with it
         return Settings(_env_file=None, **values)
 
     return build

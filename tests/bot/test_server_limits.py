@@ -254,3 +254,25 @@ def test_settings_name_the_server_limits_and_have_defaults(monkeypatch: pytest.M
     config.load()
     assert config.http_protocol_class.header_timeout == 3  # type: ignore[attr-defined]
     assert (config.limit_concurrency, config.timeout_keep_alive) == (20, 5)
+
+
+def test_the_public_health_check_says_only_ok_and_the_details_need_the_token(make_settings) -> None:
+    """What an outsider may learn from /healthz: whether the line works. How many alerts wait, or
+    which channels run, is for the deployer (a bearer token), or `python main.py outbox`."""
+    import httpx
+
+    from bot.web import create_app
+    from tests.conftest import HEALTH_HEADERS
+    from tests.fakes.server import LoopbackServer
+
+    with LoopbackServer(create_app(make_settings()), lifespan="on") as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        public = client.get("/healthz")
+        assert public.status_code == 200 and public.json() == {"status": "ok"}
+        assert client.get("/healthz/detail").status_code == 401
+        assert client.get("/healthz/detail", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        detail = client.get("/healthz/detail", headers=HEALTH_HEADERS).json()
+        assert detail["outbox"] == {"pending": 0, "dead": 0, "unreachable": 0} and detail["database"] is True
+    unset = create_app(make_settings(server={"health_token": None}, data_dir=make_settings().data_dir.parent / "other"))
+    with LoopbackServer(unset, lifespan="on") as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/healthz/detail", headers=HEALTH_HEADERS).status_code == 404  # not served at all

@@ -31,6 +31,7 @@ from tests.channels.officer_app import (  # noqa: F401 - fake_server, fake and s
     tipster,
 )
 from tests.channels.test_telegram_app import CATALOGUES, OFFICERS
+from tests.conftest import HEALTH_HEADERS
 from tests.fakes.telegram_api import BOT_USER, ApiError, FakeTelegramAPI, make_text_update
 
 
@@ -135,7 +136,7 @@ def test_healthz_reports_an_alert_that_went_dead(serve, fake: FakeTelegramAPI) -
 
     group = Group(fake, running.url)
     group.wait_for(lambda: [r for r in running.outbox("telegram:") if r["status"] == "dead"])
-    health = httpx.get(f"{running.url}/healthz", timeout=5).json()
+    health = httpx.get(f"{running.url}/healthz/detail", headers=HEALTH_HEADERS, timeout=5).json()
     assert health["status"] == "degraded" and health["outbox"] == {"pending": 0, "dead": 1, "unreachable": 0}
     (row,) = running.outbox("telegram:")
     assert row["attempts"] == 1 and "can't parse entities" in row["last_error"].lower()
@@ -143,7 +144,7 @@ def test_healthz_reports_an_alert_that_went_dead(serve, fake: FakeTelegramAPI) -
 
 
 def health(running: Running) -> dict[str, Any]:
-    return httpx.get(f"{running.url}/healthz", timeout=5).json()
+    return httpx.get(f"{running.url}/healthz/detail", headers=HEALTH_HEADERS, timeout=5).json()
 
 
 def test_a_group_that_removed_the_bot_keeps_the_alert_pending_until_the_bot_is_back(

@@ -36,6 +36,7 @@ from tests.channels.test_twilio_sms import (  # noqa: F401 - fixtures used by na
     tipline_factory,
     wait_for,
 )
+from tests.conftest import HEALTH_HEADERS
 
 URGENT_MINOR_FLOW = [
     "Hello",
@@ -57,7 +58,7 @@ def _sent_to(tipline: Tipline, number: str) -> list[dict[str, str]]:
 
 
 async def _health(tipline: Tipline) -> dict:
-    return (await tipline.client.get("/healthz")).json()
+    return (await tipline.client.get("/healthz/detail", headers=HEALTH_HEADERS)).json()
 
 
 async def _case_number(tipline: Tipline) -> str:

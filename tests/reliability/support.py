@@ -24,6 +24,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from bot.i18n import Catalogues
+from tests.conftest import HEALTH_HEADERS, HEALTH_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "main.py"
@@ -130,6 +131,7 @@ def serve_environment(data_dir: Path, port: int, **settings: str) -> dict[str, s
             "TIPLINE_HOST": "127.0.0.1",
             "TIPLINE_PORT": str(port),
             "TIPLINE_PUBLIC_URL": PUBLIC_URL,
+            "TIPLINE_SERVER__HEALTH_TOKEN": HEALTH_TOKEN,
             **settings,
         }
     )
@@ -210,7 +212,7 @@ class ServeProcess:
         raise AssertionError(f"serve not healthy in {timeout:.0f}s:\n{self.log()[-2000:]}")
 
     def health(self) -> dict:
-        return httpx.get(self.url + "/healthz", timeout=5).json()
+        return httpx.get(self.url + "/healthz/detail", headers=HEALTH_HEADERS, timeout=5).json()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, like a power cut or the OOM killer."""

@@ -58,6 +58,7 @@ import pytest
 from storage.crypto import Cipher, KeyRing
 from storage.records import TipStatus
 from storage.sqlite import DB_FILENAME, SqliteStore
+from tests.conftest import HEALTH_HEADERS
 from tests.fakes.server import LoopbackServer
 from tests.fakes.telegram_api import FakeTelegramAPI, make_text_update
 from tests.fakes.twilio_api import FakeTwilioAPI
@@ -432,12 +433,12 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
 
         # --- 4. the outbox drains: every alert arrives ------------------------------------------
         async def drained() -> bool:
-            health = (await client.get("/healthz")).json()
+            health = (await client.get("/healthz/detail", headers=HEALTH_HEADERS)).json()
             return health["outbox"] == {"pending": 0, "dead": 0, "unreachable": 0}
 
         deadline = time.monotonic() + 20
         while not await drained():
-            assert time.monotonic() < deadline, "the outbox did not drain: " + (await client.get("/healthz")).text
+            assert time.monotonic() < deadline, "the outbox did not drain: " + (await client.get("/healthz/detail", headers=HEALTH_HEADERS)).text
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # room for a duplicate to show up, were one on its way
     # A graceful stop (uvicorn re-raises the SIGTERM once its shutdown is done) runs the lifespan's

@@ -1,0 +1,54 @@
+"""The data directory: private from its first byte, and locked while something runs on it.
+
+``serve`` and ``chat`` hold a shared lock on ``tipline.lock`` for as long as they run; ``keygen
+--rotate`` needs it exclusively, so it refuses while they run (a row written by a running server
+after the re-encryption pass would stay under the old key) and they refuse to start during a
+rotation. ``flock`` locks go with the process, so a crash never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOCK_FILENAME = "tipline.lock"
+
+
+class DataDirBusy(Exception):
+    """Another Tipline process holds the data directory in a way that excludes this one."""
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` readable by its owner only (0700) before anything is written in it; an
+    existing directory open to others is closed to them."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+        log.warning("data directory %s was readable by others (mode %o); it is now 0700", path, mode)
+    return path
+
+
+class DataDirLock:
+    def __init__(self, data_dir: Path, *, exclusive: bool) -> None:
+        private_dir(data_dir)
+        self._file = open(data_dir / LOCK_FILENAME, "a")  # noqa: SIM115 - held for the process's run
+        try:
+            fcntl.flock(self._file, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise DataDirBusy(
+                f"{data_dir} is in use: stop serve and chat before rotating keys"
+                if exclusive
+                else f"{data_dir} is locked by a key rotation (keygen --rotate); start again when it is done"
+            ) from None
+
+    def release(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
