@@ -52,6 +52,7 @@ class _State:
     created: dict[str, dict] = field(default_factory=dict)  # sid -> message JSON
     deleted: list[str] = field(default_factory=list)
     deleted_media: list[tuple[str, str]] = field(default_factory=list)  # (message sid, media sid)
+    sent_sids: list[str] = field(default_factory=list)  # every created message, in order
     failures: dict[str, deque[_Failure]] = field(
         default_factory=lambda: {"create": deque(), "delete": deque()}
     )
@@ -128,6 +129,11 @@ class FakeTwilioAPI:
         """SIDs of successfully deleted messages, in order."""
         with self._lock:
             return list(self._state.deleted)
+
+    def sent_sids(self) -> list[str]:
+        """SIDs of every successfully created message, in order (deleted ones included)."""
+        with self._lock:
+            return list(self._state.sent_sids)
 
     def deleted_media(self) -> list[tuple[str, str]]:
         """(message SID, media SID) of successfully deleted media, in order."""
@@ -233,6 +239,7 @@ class FakeTwilioAPI:
             "uri": uri,
         }
         self._state.created[sid] = message
+        self._state.sent_sids.append(sid)
         return JSONResponse(message, status_code=201)
 
     def _record(self, request: Request, form: dict[str, str], status: int) -> None:
