@@ -51,7 +51,8 @@ class TwilioSettings(BaseModel):
     auth_token: SecretStr | None = None
     from_number: str | None = None
     api_url: str = "https://api.twilio.com"
-    redact: bool = False  # delete each inbound message from Twilio's logs after processing
+    # On by default: Tipline promises Twilio keeps nothing. Off, Twilio keeps bodies and numbers in its logs.
+    redact: bool = True
 
     @model_validator(mode="after")
     def _all_or_nothing(self) -> TwilioSettings:

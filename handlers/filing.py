@@ -72,10 +72,12 @@ async def mark_urgent(turn: Turn, state: Report) -> None:
     what is known so far. A sender who keeps raising urgent cases is not alerted for more than
     ``urgent_alerts_per_hour`` of them an hour: later ones are filed and flagged as repeated, and
     reach officers with the report (at Send, or when it expires)."""
+    state.answers.danger = "yes"  # even when the case already is: "No" at the review, then "help me"
     existing = await turn.tx.tips.get(state.tip_id) if state.tip_id else None
     if existing is not None and existing.urgent:
-        return  # already alerted (BACK, then Yes again)
-    state.answers.danger = "yes"
+        _apply_answers(existing, state, turn.now)
+        await turn.tx.tips.save(existing)
+        return  # already alerted (BACK, then Yes again): the case says so, officers are not paged twice
     if existing is None:
         opened = await turn.tx.tips.urgent_since(turn.msg.sender, turn.now - URGENT_WINDOW)
         state.urgent_repeated = opened >= turn.config.urgent_alerts_per_hour

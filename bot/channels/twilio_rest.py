@@ -130,6 +130,11 @@ class TwilioRest:
         await self._client.messages(sid).delete_async()
         log.debug("twilio message deleted sid=%s", sid)
 
+    async def delete_media(self, message_sid: str, media_sid: str) -> None:
+        """Delete one picture (or other media) of a message Twilio still stores."""
+        await self._client.messages(message_sid).media(media_sid).delete_async()
+        log.debug("twilio media deleted sid=%s", media_sid)
+
     async def aclose(self) -> None:
         """Close the HTTP session. Idempotent; the instance may be reused (it reopens lazily)."""
         await self._http.close()

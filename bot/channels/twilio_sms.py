@@ -30,7 +30,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -58,6 +58,9 @@ from storage.records import OutboxItem, OutboxStatus, Tip
 log = logging.getLogger(__name__)
 
 PATH = "/sms/twilio"
+# Where each TwiML <Message> reports its status (its ``action``): the final status is our cue to
+# delete Twilio's copy of the reply we sent.
+STATUS_PATH = "/sms/twilio/status"
 SMS = "sms"
 WHATSAPP = "whatsapp"
 WHATSAPP_PREFIX = "whatsapp:"
@@ -81,6 +84,21 @@ MAX_FORM_FIELDS = 200  # a real webhook has ~20 fields, plus MediaUrlN/MediaCont
 SMS_BODY_LIMIT = 1600  # Twilio's limit for one (concatenated) SMS
 WHATSAPP_BODY_LIMIT = 4096  # WhatsApp's own text limit: a long WhatsApp message must not get a 400
 _SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+_MEDIA_SID_ONLY = re.compile(r"^ME[0-9a-fA-F]{32}$")
+_MEDIA_SID = re.compile(r"/Messages/(?:SM|MM)[0-9a-fA-F]{32}/Media/(ME[0-9a-fA-F]{32})$")
+# A WhatsApp user who adopted a username may be known only by Meta's business-scoped user id
+# (BSUID): ISO country code, a dot, up to 128 alphanumerics (``US.13491208655302741918``; a parent
+# id has ``.ENT.``). It is an address like a number: pseudonymised, answered, never a 400.
+_FROM = r"^((whatsapp:)?\+[1-9]\d{1,14}|whatsapp:[A-Z]{2}(\.ENT)?\.[A-Za-z0-9]{1,128})$"
+# Status values Twilio posts for a message it is handing over (outbound), as opposed to an inbound
+# message ("received"; "receiving" while an MMS is fetched). Such a form is a status callback,
+# never something a person said.
+INBOUND_STATUSES = frozenset({"received", "receiving"})
+# Statuses after which Twilio will not change the message any more (Twilio's "Outbound Message
+# Status in Status Callbacks" guide): delivered/undelivered/failed, read (WhatsApp), canceled
+# (scheduled messages). "sent" is final for carriers and channels that never report delivery; a
+# later "delivered" just finds the copy already gone (404, done).
+FINAL_STATUSES = frozenset({"sent", "delivered", "undelivered", "failed", "read", "canceled"})
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
@@ -91,7 +109,7 @@ class TwilioInbound(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     message_sid: str = Field(alias="MessageSid", pattern=_SID.pattern)
-    from_: str = Field(alias="From", pattern=r"^(whatsapp:)?\+[1-9]\d{1,14}$")
+    from_: str = Field(alias="From", pattern=_FROM)
     body: str = Field("", alias="Body", max_length=WHATSAPP_BODY_LIMIT)
     num_media: int = Field(0, alias="NumMedia", ge=0, le=10)
     # Set by Twilio's Advanced Opt-Out when the text matched an opt-out/in/help keyword, including
@@ -126,7 +144,7 @@ def xml_text(text: str) -> str:
     return _NOT_XML.sub("", text)
 
 
-def render_twiml(replies: list[OutboundMessage]) -> str:
+def render_twiml(replies: list[OutboundMessage], action: str | None = None) -> str:
     """A bot turn is ONE ``<Message>``: the phone buzzes and previews once, and shows the parts in
     order (separate SMS can arrive out of order); only a turn longer than Twilio accepts in one
     message is split, at lines or sentences. No reply gives an empty ``<Response/>``.
@@ -137,12 +155,53 @@ def render_twiml(replies: list[OutboundMessage]) -> str:
     body = "\n\n".join(text for text in (xml_text(reply.text).strip() for reply in replies) if text)
     if body:
         for part in split_for_twilio(body):
-            response.message(part)
+            # ``action``: Twilio posts this message's status there, so its copy can be deleted.
+            if action:
+                response.message(part, action=action, method="POST")
+            else:
+                response.message(part)
     return str(response)
 
 
-def _twiml(replies: list[OutboundMessage]) -> Response:
-    return Response(render_twiml(replies), media_type="application/xml")
+def _twiml(replies: list[OutboundMessage], action: str | None = None) -> Response:
+    return Response(render_twiml(replies, action), media_type="application/xml")
+
+
+def media_sids(form: ImmutableMultiDict) -> list[str]:
+    """The Media SIDs of an inbound MMS/WhatsApp message, read from MediaUrl0..N only to delete
+    them at Twilio (the URLs themselves are never stored)."""
+    sids = []
+    for key, value in form.multi_items():
+        if key.startswith("MediaUrl") and key[8:].isdigit():
+            found = _MEDIA_SID.search(value.split("?")[0])
+            if found:
+                sids.append(found.group(1))
+    return sids
+
+
+async def queue_redaction(runtime: Runtime, sid: str, media: list[str] | None = None, delay: float = 0.0) -> None:
+    """Queue the deletion of Twilio's copy of message ``sid`` (and its media) through the outbox:
+    the payload is sealed like every outbox payload, so the SID never sits in the database in clear."""
+    now = time.time()
+    payload: dict[str, object] = {"sid": sid}
+    if media:
+        payload["media"] = media
+    item = OutboxItem(
+        id=uuid.uuid4().hex,
+        sink=REDACT_SINK,
+        payload=payload,
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_at=now + delay,
+        created_at=now,
+    )
+    try:
+        async with runtime.store.transaction() as tx:
+            await tx.outbox.add(item)
+    except Exception:  # noqa: BLE001 - the tip is safe; the person must still get the answer
+        log.exception("could not queue the redaction of a Twilio message")
+        return
+    runtime.worker.wake()
 
 
 def carrier_action(channel: str, text: str, opt_out_type: str | None) -> str | None:
@@ -189,10 +248,17 @@ class OfficerSmsSink:
     # urgent case filling in (the officer group reads those).
     wants_updates = False
 
-    def __init__(self, rest: Callable[[], TwilioRest], composer: AlertComposer, numbers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        rest: Callable[[], TwilioRest],
+        composer: AlertComposer,
+        numbers: dict[str, str],
+        redact: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.rest = rest
         self.composer = composer
         self.numbers = numbers
+        self.redact = redact
 
     async def deliver(self, item: OutboxItem, target: str) -> None:
         number = self.numbers.get(target)
@@ -207,9 +273,11 @@ class OfficerSmsSink:
         text = alert.text if alert.tip is None or alert.event is None else officer_text(self.composer, alert.tip, alert.event)
         rest = self.rest()
         try:
-            await rest.send_sms(number, text)
+            sid = await rest.send_sms(number, text)
         except Exception as exc:  # noqa: BLE001 - classify decides; unknown errors are permanent
             raise _delivery_error(exc) from None
+        if self.redact is not None:
+            await self.redact(sid)
 
 
 class RedactSink:
@@ -225,8 +293,18 @@ class RedactSink:
         sid = item.payload.get("sid")
         if not isinstance(sid, str) or not _SID.match(sid):
             raise DeliveryError("redaction row without a valid message sid", permanent=True)
+        media = item.payload.get("media") or []
+        if not isinstance(media, list) or not all(isinstance(m, str) and _MEDIA_SID_ONLY.match(m) for m in media):
+            raise DeliveryError("redaction row with an invalid media sid", permanent=True)
         rest = self.rest()
         try:
+            # Media first: they are addressed under their message, which must still exist.
+            for media_sid in media:
+                try:
+                    await rest.delete_media(sid, media_sid)
+                except TwilioRestException as exc:
+                    if exc.status != 404:
+                        raise
             await rest.delete_message(sid)
         except TwilioRestException as exc:
             if exc.status == 404:
@@ -244,6 +322,7 @@ class SmsChannel:
         assert twilio.auth_token is not None and settings.public_url is not None  # checked by build()
         self.settings = settings
         self.webhook_url = settings.public_url + PATH
+        self.status_url = settings.public_url + STATUS_PATH
         self._validator = RequestValidator(twilio.auth_token.get_secret_value())
         self._runtime: Runtime | None = None
         self._rest: TwilioRest | None = None
@@ -252,7 +331,7 @@ class SmsChannel:
     # -- Channel protocol ---------------------------------------------------------------------
 
     def routes(self) -> list[BaseRoute]:
-        return [Route(PATH, self.webhook, methods=["POST"])]
+        return [Route(PATH, self.webhook, methods=["POST"]), Route(STATUS_PATH, self.status_callback, methods=["POST"])]
 
     async def start(self, runtime: Runtime) -> None:
         twilio = self.settings.twilio
@@ -268,7 +347,18 @@ class SmsChannel:
         runtime = self._runtime
         if runtime is None:
             raise RuntimeError("the SMS channel is not started")
-        return {OFFICER_SINK: OfficerSmsSink(self._rest_for_delivery, runtime.composer, self._officers), REDACT_SINK: RedactSink(self._rest_for_delivery)}
+        redact = self._redact_sent if self.settings.twilio.redact else None
+        return {
+            OFFICER_SINK: OfficerSmsSink(self._rest_for_delivery, runtime.composer, self._officers, redact),
+            REDACT_SINK: RedactSink(self._rest_for_delivery),
+        }
+
+    async def _redact_sent(self, sid: str) -> None:
+        """A message we sent by REST: queue the delete of its copy at once. Twilio refuses it while
+        the message is still queued/sending (20009), and RedactSink retries those later."""
+        runtime = self._runtime
+        if runtime is not None and _SID.match(sid):
+            await queue_redaction(runtime, sid, delay=REDACT_DELAY_SECONDS)
 
     def alert_targets(self) -> tuple[str, ...]:
         return tuple(f"{OFFICER_SINK}:{pseudonym}" for pseudonym in self._officers)
@@ -283,9 +373,11 @@ class SmsChannel:
         """An officer's reply, to the number (or ``whatsapp:`` number) the tip came from."""
         rest = self._rest_for_delivery()
         try:
-            await rest.send_sms(address, text)
+            sid = await rest.send_sms(address, text)
         except Exception as exc:  # noqa: BLE001 - classify decides; unknown errors are permanent
             raise _delivery_error(exc) from None
+        if self.settings.twilio.redact:
+            await self._redact_sent(sid)
 
     def _rest_for_delivery(self) -> TwilioRest:
         """The REST client, or a retry later when the channel is stopped. The web app stops
@@ -297,7 +389,8 @@ class SmsChannel:
 
     # -- webhook ------------------------------------------------------------------------------
 
-    async def webhook(self, request: Request) -> Response:
+    async def _signed_form(self, request: Request, public_url: str, path: str) -> tuple[Runtime, ImmutableMultiDict] | Response:
+        """The form of a request Twilio signed for ``public_url``, or the refusal to answer."""
         signature = request.headers.get("x-twilio-signature")
         if not signature:
             return PlainTextResponse("forbidden", status_code=403)  # the body is not even read
@@ -312,10 +405,39 @@ class SmsChannel:
             return PlainTextResponse("malformed form", status_code=400)
         form = ImmutableMultiDict(pairs)  # the validator signs every value of a repeated field
         query = request.scope.get("query_string", b"").decode("latin-1")
-        url = self.webhook_url + (f"?{query}" if query else "")
+        url = public_url + (f"?{query}" if query else "")
         if not self._validator.validate(url, form, signature):
-            log.warning("twilio webhook refused: signature does not match %s", PATH)
+            log.warning("twilio webhook refused: signature does not match %s", path)
             return PlainTextResponse("forbidden", status_code=403)
+        return runtime, form
+
+    async def status_callback(self, request: Request) -> Response:
+        """Status of a reply we sent as TwiML (its ``<Message action>``). Once final, Twilio's copy
+        of that reply is deleted through the outbox; the answer is always an empty Response."""
+        signed = await self._signed_form(request, self.status_url, STATUS_PATH)
+        if isinstance(signed, Response):
+            return signed
+        runtime, form = signed
+        sid = form.get("MessageSid", "")
+        status = form.get("MessageStatus") or form.get("SmsStatus") or ""
+        if not _SID.match(sid) or not re.fullmatch(r"[a-z_]{1,32}", status):
+            log.warning("twilio status callback malformed")
+            return PlainTextResponse("malformed status", status_code=400)
+        if status in FINAL_STATUSES and self.settings.twilio.redact:
+            await queue_redaction(runtime, sid, delay=REDACT_DELAY_SECONDS)
+        return _twiml([])
+
+    async def webhook(self, request: Request) -> Response:
+        signed = await self._signed_form(request, self.webhook_url, PATH)
+        if isinstance(signed, Response):
+            return signed
+        runtime, form = signed
+        # A status callback pointed at this URL (a console's status callback set to it, or an old
+        # number configuration): it is about a message we sent, never words of a person. Opening a
+        # conversation for it would open a draft for our own number.
+        status = form.get("MessageStatus") or form.get("SmsStatus")
+        if status is not None and status not in INBOUND_STATUSES:
+            return _twiml([])
         try:
             inbound = TwilioInbound.model_validate(dict(form))
         except ValidationError as exc:
@@ -346,29 +468,11 @@ class SmsChannel:
             has_media=inbound.num_media > 0,
         )
         replies = await runtime.engine.handle(message)
-        if self.settings.twilio.redact:
-            await self._queue_redaction(runtime, inbound.message_sid)
+        redact = self.settings.twilio.redact
+        if redact:
+            await queue_redaction(runtime, inbound.message_sid, media_sids(form), delay=REDACT_DELAY_SECONDS)
         # After STOP the carrier confirms on its own and blocks anything we would send.
-        return _twiml([] if action == "stop" else replies)
-
-    async def _queue_redaction(self, runtime: Runtime, sid: str) -> None:
-        now = time.time()
-        item = OutboxItem(
-            id=uuid.uuid4().hex,
-            sink=REDACT_SINK,
-            payload={"sid": sid},
-            status=OutboxStatus.PENDING,
-            attempts=0,
-            next_at=now + REDACT_DELAY_SECONDS,
-            created_at=now,
-        )
-        try:
-            async with runtime.store.transaction() as tx:
-                await tx.outbox.add(item)
-        except Exception:  # noqa: BLE001 - the tip is safe; the person must still get the answer
-            log.exception("could not queue the redaction of an inbound message")
-            return
-        runtime.worker.wake()
+        return _twiml([] if action == "stop" else replies, self.status_url if redact else None)
 
 
 def build(settings: Settings) -> SmsChannel | None:

@@ -168,10 +168,11 @@ async def test_a_delete_twilio_is_not_ready_for_is_retried_two_minutes_later(red
     assert redacting.fake.deleted() == []
 
 
-async def test_without_redact_nothing_is_deleted(tipline: Tipline) -> None:
-    messages(await tipline.post(inbound("+15145550207", "Hello")))
-    assert tipline.outbox_rows("twilio-redact") == []
-    assert [c for c in tipline.fake.calls if c.method == "DELETE"] == []
+async def test_without_redact_nothing_is_deleted(tipline_factory) -> None:
+    async with tipline_factory(redact=False) as tipline:
+        messages(await tipline.post(inbound("+15145550207", "Hello")))
+        assert tipline.outbox_rows("twilio-redact") == []
+        assert [c for c in tipline.fake.calls if c.method == "DELETE"] == []
 
 
 # -- sinks on their own --------------------------------------------------------------------------

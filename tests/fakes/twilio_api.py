@@ -51,6 +51,8 @@ class _State:
     calls: list[Call] = field(default_factory=list)
     created: dict[str, dict] = field(default_factory=dict)  # sid -> message JSON
     deleted: list[str] = field(default_factory=list)
+    deleted_media: list[tuple[str, str]] = field(default_factory=list)  # (message sid, media sid)
+    sent_sids: list[str] = field(default_factory=list)  # every created message, in order
     failures: dict[str, deque[_Failure]] = field(
         default_factory=lambda: {"create": deque(), "delete": deque()}
     )
@@ -84,6 +86,7 @@ class FakeTwilioAPI:
             routes=[
                 Route(f"{base}/Messages.json", self._create, methods=["POST"]),
                 Route(f"{base}/Messages/{{msid}}.json", self._delete, methods=["DELETE"]),
+                Route(f"{base}/Messages/{{msid}}/Media/{{mesid}}.json", self._delete_media, methods=["DELETE"]),
             ]
         )
 
@@ -127,7 +130,30 @@ class FakeTwilioAPI:
         with self._lock:
             return list(self._state.deleted)
 
+    def sent_sids(self) -> list[str]:
+        """SIDs of every successfully created message, in order (deleted ones included)."""
+        with self._lock:
+            return list(self._state.sent_sids)
+
+    def deleted_media(self) -> list[tuple[str, str]]:
+        """(message SID, media SID) of successfully deleted media, in order."""
+        with self._lock:
+            return list(self._state.deleted_media)
+
     # -- handlers -----------------------------------------------------------
+
+    async def _delete_media(self, request: Request) -> Response:
+        msid, mesid = request.path_params["msid"], request.path_params["mesid"]
+        with self._lock:
+            response = self._guard(request, "delete")
+            if response is None:
+                if msid in self._state.deleted or (msid, mesid) in self._state.deleted_media:
+                    response = _error(404, 20404, f"The requested resource {request.url.path} was not found")
+                else:
+                    self._state.deleted_media.append((msid, mesid))
+                    response = Response(status_code=204)
+            self._record(request, {}, response.status_code)
+        return response
 
     async def _create(self, request: Request) -> Response:
         # Parse the urlencoded body ourselves: no python-multipart dependency, exact values.
@@ -213,6 +239,7 @@ class FakeTwilioAPI:
             "uri": uri,
         }
         self._state.created[sid] = message
+        self._state.sent_sids.append(sid)
         return JSONResponse(message, status_code=201)
 
     def _record(self, request: Request, form: dict[str, str], status: int) -> None:
