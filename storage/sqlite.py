@@ -34,6 +34,7 @@ from storage.repositories import (
     tip_plain_columns,
     tip_seal,
 )
+from storage.senders import SqlitePepperRepository, SqliteSenderRepository
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN unreachable INTEGER NOT NULL DEFAULT 0;
     """,
+    # Tipster pseudonyms that expire (storage.senders): one random pepper per epoch, sealed with
+    # the key ring's AES key; only the current and the previous epoch's are ever kept.
+    """
+    CREATE TABLE pseudonym_peppers (epoch INTEGER PRIMARY KEY, pepper BLOB NOT NULL);
+    """,
 )
 
 # Every encrypted column, as (table, key column, blob column, SQL of the row its associated data
@@ -149,6 +155,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("processed", "key", "replies", "key"),
     ("outbox", "id", "payload", "id || '|' || sink"),
     ("message_refs", "sender", "refs", "sender"),
+    ("pseudonym_peppers", "epoch", "pepper", "CAST(epoch AS TEXT)"),
 )
 
 
@@ -166,6 +173,8 @@ class _Repos:
     audit: SqliteAuditRepository
     receipt_attempts: SqliteReceiptAttemptRepository
     message_refs: SqliteMessageRefRepository
+    peppers: SqlitePepperRepository
+    senders: SqliteSenderRepository
 
     @classmethod
     def over(cls, conn: aiosqlite.Connection, cipher: Cipher) -> _Repos:
@@ -178,6 +187,8 @@ class _Repos:
             SqliteAuditRepository(conn, cipher),
             SqliteReceiptAttemptRepository(conn),
             SqliteMessageRefRepository(conn, cipher),
+            SqlitePepperRepository(conn, cipher),
+            SqliteSenderRepository(conn, cipher),
         )
 
 
@@ -203,6 +214,8 @@ class SqliteStore:
         self.audit = self._read.audit
         self.receipt_attempts = self._read.receipt_attempts
         self.message_refs = self._read.message_refs
+        self.peppers = self._read.peppers
+        self.senders = self._read.senders
 
     @classmethod
     async def open(cls, data_dir: Path, cipher: Cipher) -> SqliteStore:

@@ -285,6 +285,7 @@ def _as_written_before_integrity(path: Path, cipher: Cipher, *, break_chain: boo
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("ALTER TABLE tips DROP COLUMN seal")
         conn.execute("ALTER TABLE outbox DROP COLUMN unreachable")  # schema 4 (a later migration)
+        conn.execute("DROP TABLE pseudonym_peppers")  # schema 5 (a later migration)
         conn.execute("DELETE FROM meta WHERE name = 'integrity'")
         conn.execute("PRAGMA user_version = 2")
         for item_id, sink, blob in conn.execute("SELECT id, sink, payload FROM outbox").fetchall():
