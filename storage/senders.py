@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 
-from storage.crypto import DecryptionError, EpochPeppers, new_epoch_pepper
+import aiosqlite
+
+from storage.crypto import Cipher, DecryptionError, EpochPeppers, new_epoch_pepper
 from storage.repositories import ALTERED_SEAL, TIP_COLUMNS, _Repository, tip_plain_columns, tip_seal
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,16 @@ class SqlitePepperRepository(_Repository):
 
     async def epochs(self) -> list[int]:
         return [int(r[0]) for r in await self._all("SELECT epoch FROM pseudonym_peppers ORDER BY epoch")]
+
+
+async def load_latest_peppers(conn: aiosqlite.Connection, cipher: Cipher) -> None:
+    """At open: the newest epoch kept is taken as the current one (the upkeep creates it, and
+    moves it on with the clock), so a second connection names tipsters as the running bot does."""
+    repo = SqlitePepperRepository(conn, cipher)
+    epochs = await repo.epochs()
+    alive = await repo.alive(epochs[-1]) if epochs else None
+    if alive is not None:
+        cipher.use_epoch_peppers(alive)
 
 
 class SqliteSenderRepository(_Repository):

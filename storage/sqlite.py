@@ -34,7 +34,7 @@ from storage.repositories import (
     tip_plain_columns,
     tip_seal,
 )
-from storage.senders import SqlitePepperRepository, SqliteSenderRepository
+from storage.senders import SqlitePepperRepository, SqliteSenderRepository, load_latest_peppers
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ class SqliteStore:
             await _migrate(writer)
             await _check_key(writer, cipher)
             await _seal_for_integrity(writer, cipher)
+            await load_latest_peppers(writer, cipher)
             reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout=5000")
             await reader.execute("PRAGMA query_only=ON")
