@@ -65,7 +65,8 @@ class Engine:
         already handled gets its first answer again (a read, no write)."""
         if msg.text and self.vocabulary.read(clean(msg.text)).control is Control.EXIT:
             try:
-                return await self.store.drafts.get(msg.sender) is not None
+                senders = (msg.sender, msg.earlier_sender) if msg.earlier_sender else (msg.sender,)
+                return any([await self.store.drafts.get(s) is not None for s in senders])
             except UNREADABLE:
                 return True  # something is stored, even if it cannot be read: it must go
         return bool(msg.provider_id) and await self.store.processed.replies_for(f"{msg.channel}:{msg.provider_id}") is not None
@@ -80,6 +81,8 @@ class Engine:
     async def handle(self, msg: InboundMessage) -> list[OutboundMessage]:
         """Replies to one message; never raises. A failure while handling it is contained: the
         transaction rolls back, what the person typed is kept, and they get a calm answer."""
+        if msg.earlier_sender:
+            self.rate_limiter.rekey(msg.earlier_sender, msg.sender)  # a flood limit survives the boundary
         verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._clock())
         if verdict is not Verdict.ALLOW and not await self._exempt_from_flood_limit(msg):
             if verdict is Verdict.WARN:
@@ -103,6 +106,7 @@ class Engine:
                 if earlier is not None:
                     log.info("duplicate %s message ignored (sender %s)", msg.channel, msg.sender[:8])
                     return [_outbound(r) for r in earlier]
+            await self._rekey(msg, tx)
             turn = self._turn(msg, tx)
             await self._dispatch(turn)
             await self._remember(turn, key)
@@ -126,6 +130,14 @@ class Engine:
         if any(r.purpose is Purpose.ERASED for r in turn.replies):
             await self.store.checkpoint()
 
+    async def _rekey(self, msg: InboundMessage, tx: Repositories) -> None:
+        """First contact in a new epoch: what the tipster had under the previous epoch's pseudonym
+        goes by the current one, in this message's transaction (so at most two epochs are live)."""
+        if msg.earlier_sender and msg.officer is None:
+            moved = await tx.senders.rekey(msg.earlier_sender, msg.sender, self._clock())
+            if moved:
+                log.info("sender %s: %d rows moved to this epoch's pseudonym", msg.sender[:8], moved)
+
     def _turn(self, msg: InboundMessage, tx: Repositories) -> Turn:
         return Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash, self.vocabulary)
 
@@ -133,6 +145,7 @@ class Engine:
         """A channel that starts the talking (the console): resume a draft or show the first prompt."""
         async with self._locks.hold(msg.sender):
             async with self.store.transaction() as tx:
+                await self._rekey(msg, tx)
                 turn = self._turn(msg, tx)
                 state = await self._current_state(turn)
                 if isinstance(state, Report):
@@ -250,6 +263,7 @@ class Engine:
         try:
             key = _processed_key(msg)
             async with self.store.transaction() as tx:
+                await self._rekey(msg, tx)
                 turn = self._turn(msg, tx)
                 text = clean(msg.text)
                 reading = self.vocabulary.read(text)

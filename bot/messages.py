@@ -37,7 +37,7 @@ class Choice:
 @dataclass(frozen=True)
 class InboundMessage:
     channel: str  # "console", "telegram", "sms", "whatsapp"
-    sender: str  # pseudonym, never a provider id
+    sender: str  # pseudonym under the current epoch's pepper, never a provider id
     text: str = ""
     kind: InboundKind = InboundKind.TEXT
     provider_id: str | None = None  # for de-duplication (Twilio MessageSid, Telegram update_id)
@@ -48,6 +48,9 @@ class InboundMessage:
     has_media: bool = False
     officer: str | None = None  # officer pseudonym when it comes from an officer chat
     message_ref: str | None = None  # provider message id of this message (Telegram deletion)
+    # The same tipster's pseudonym under the previous epoch's pepper: what is stored under it (a
+    # draft, a lock-out, message refs) is re-keyed to ``sender`` in the message's transaction.
+    earlier_sender: str | None = None
 
 
 @dataclass(frozen=True)

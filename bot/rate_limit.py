@@ -50,6 +50,12 @@ class RateLimiter:
         bucket.warned = True
         return Verdict.WARN
 
+    def rekey(self, old: str, new: str) -> None:
+        """The sender's pseudonym changed with the epoch: its bucket follows (unless it has one)."""
+        bucket = self._buckets.pop(old, None)
+        if bucket is not None and new not in self._buckets:
+            self._buckets[new] = bucket
+
     def _evict(self, now: float) -> None:
         """Drop buckets that are full again (idle senders) and cap the table's size."""
         idle_after = self.burst / self.rate

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bot.settings import Settings
 from storage.interfaces import Store
+from handlers.filing import URGENT_WINDOW
 from storage.records import TipStatus
 
 DAY = 86400.0
@@ -15,7 +16,7 @@ SET_ASIDE_DAYS = 7.0  # a draft that could not be read is kept this long for a l
 
 async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
     keep = settings.retention
-    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0, "cached replies": 0}
+    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0, "cached replies": 0, "tip senders": 0}
     closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=None)
     async with store.transaction() as tx:
         for tip in closed:
@@ -34,5 +35,7 @@ async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
         # A draft set aside because it could not be read lives no longer than an abandoned one would.
         removed["set-aside drafts"] = await tx.drafts.purge_set_aside_before(now - SET_ASIDE_DAYS * DAY)
         removed["cached replies"] = await tx.processed.purge_replies_before(now - keep.cached_reply_hours * 3600)
+        # A tip's sender pseudonym serves only the hourly urgent-alert limit (the upkeep clears it too).
+        removed["tip senders"] = await tx.senders.forget_tip_senders(now - URGENT_WINDOW)
     await store.checkpoint()  # what was deleted does not linger in the write-ahead log
     return removed

@@ -18,6 +18,7 @@ from bot.channels.console import ConsoleSink
 from bot.engine import Engine
 from bot.i18n import Catalogues
 from bot.outbox import OutboxWorker, Sink
+from bot.pseudonyms import upkeep
 from bot.retention import purge
 from bot.settings import Settings
 from bot.tipster_delivery import TipsterSink
@@ -90,6 +91,11 @@ class Runtime:
         try:
             cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
             store = await SqliteStore.open(Path(settings.data_dir), cipher)
+            try:
+                await upkeep(store, cipher, settings.pseudonym_epoch_hours, time.time())
+            except BaseException:
+                await store.close()
+                raise
         except BaseException:
             lock.release()
             raise
@@ -119,6 +125,7 @@ class Runtime:
         """The outbox worker, the draft-expiry sweeper and (in ``serve``) the daily retention job."""
         self.tasks.append(asyncio.create_task(self.worker.run(), name="outbox"))
         self.tasks.append(asyncio.create_task(self._sweep(), name="draft-expiry"))
+        self.tasks.append(asyncio.create_task(self._pseudonym_upkeep(), name="pseudonym-upkeep"))
         if retention:
             self.tasks.append(asyncio.create_task(self._retention(), name="retention"))
 
@@ -130,6 +137,15 @@ class Runtime:
             except Exception:  # noqa: BLE001 - try again tomorrow; an error is logged
                 log.exception("retention pass failed")
             await asyncio.sleep(every)
+
+    async def _pseudonym_upkeep(self, every: float = 60.0) -> None:
+        """A new epoch pepper within a minute of the boundary; the old ones destroyed."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await upkeep(self.store, self.cipher, self.settings.pseudonym_epoch_hours, time.time())
+            except Exception:  # noqa: BLE001 - the previous epoch stays valid; the next pass retries
+                log.exception("pseudonym upkeep failed")
 
     async def _sweep(self, every: float = 30.0, checkpoint_every: float = 3600.0) -> None:
         """Expire drafts (and drop cached replies past their window) every ``every`` seconds; cut

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     # Failed receipt look-ups in an hour, all senders together; reaching it pauses look-ups for an
     # hour and notifies officers (on top of the per-sender lock-out).
     receipt_failures_per_hour: int = Field(200, ge=1)
+    # Tipster pseudonyms use a pepper that changes every this many hours (epochs start at 00:00 UTC
+    # for 24); a pepper is destroyed when its epoch is two behind, so old pseudonyms are unlinkable.
+    pseudonym_epoch_hours: float = Field(24, ge=1)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     officers: OfficerSettings = Field(default_factory=OfficerSettings)

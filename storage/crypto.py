@@ -3,10 +3,14 @@
 * Encryption at rest: AES-256-GCM in a versioned envelope that names the key that sealed it, with
   associated data binding each ciphertext to its table, column and row (a ciphertext copied into
   another row or column fails to open).
-* Pseudonyms: HMAC-SHA256 over ``channel | provider id`` with a pepper that never leaves the key
-  ring, so the database alone cannot be searched for a phone number or a Telegram id.
-* Lookup hashes for receipts (the tipster's secret code) with the same pepper, so a stolen database
-  cannot be brute-forced offline.
+* Tipster pseudonyms: HMAC-SHA256 over ``channel | provider id`` with a pepper that rotates every
+  epoch (a day by default) and is destroyed two epochs later, so last month's pseudonyms cannot be
+  tied to a phone number by anyone, us included (a number space of ~10^10 is no secret to anyone
+  who holds the pepper). The epoch peppers live in the database, sealed with the key ring's AES key
+  (``seal_epoch_pepper``); ``storage.senders`` creates and destroys them.
+* Officer pseudonyms and everything that must stay stable for months use the key ring's fixed
+  pepper: lookup hashes for receipts (the tipster's secret code, so a stolen database cannot be
+  brute-forced offline), the key ring fingerprint, and the integrity keys below.
 * Integrity: a row seal (HMAC over a tip's plain columns: case, flags, receipt hash, state) and the
   audit log's hash chain, both keyed from the key ring, so write access to the database file alone
   cannot swap a receipt hash, flip a flag or rebuild the audit chain unnoticed.
@@ -88,7 +92,8 @@ class KeyRing:
     def rotated(self) -> KeyRing:
         """A new ring whose active key is fresh; old keys stay so old rows still open.
 
-        The pepper does not change: pseudonyms and receipt hashes must stay stable."""
+        The fixed pepper does not change: receipt hashes, officer pseudonyms, the fingerprint and the
+        integrity keys must stay stable (tipster pseudonyms rotate on their own, see above)."""
         key_id = _new_key_id()
         while key_id in self.keys:
             key_id = _new_key_id()
@@ -157,6 +162,49 @@ class KeyRing:
         return hmac.new(self.pepper, b"tipline/keyring-fingerprint", hashlib.sha256).hexdigest()[:32]
 
 
+EPOCH_PEPPER_BYTES = 32
+EPOCH_PEPPER_TABLE = "pseudonym_peppers"  # the associated data of a sealed epoch pepper names it
+
+
+def new_epoch_pepper() -> bytes:
+    return secrets.token_bytes(EPOCH_PEPPER_BYTES)
+
+
+def pseudonym_epoch(now: float, epoch_hours: float) -> int:
+    """The epoch a time falls in: epochs are counted from the Unix epoch, so with 24 hours they
+    start at 00:00 UTC. Every process computes the same number from the same clock."""
+    return int(now // (epoch_hours * 3600))
+
+
+@dataclass(frozen=True)
+class EpochPeppers:
+    """The tipster peppers still alive: the current epoch's, and the previous one's when it exists
+    (a conversation in progress at the boundary is found under it and re-keyed)."""
+
+    current: int
+    peppers: dict[int, bytes] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.current not in self.peppers or not set(self.peppers) <= {self.current, self.current - 1}:
+            raise KeyRingError("epoch peppers: only the current and the previous epoch may be alive")
+
+    @property
+    def previous(self) -> bytes | None:
+        return self.peppers.get(self.current - 1)
+
+
+@dataclass(frozen=True)
+class SenderNames:
+    """A tipster's pseudonym now, and under the previous epoch's pepper (None once none is kept)."""
+
+    current: str
+    previous: str | None
+
+
+def _sender_hmac(pepper: bytes, channel: str, provider_id: str) -> str:
+    return hmac.new(pepper, f"{channel}|{provider_id}".encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def associated_data(table: str, column: str, row: str) -> bytes:
     parts = [_AAD_PREFIX, table.encode(), column.encode(), row.encode()]
     # Length-prefix each part so ("a", "bc") and ("ab", "c") can never collide.
@@ -169,6 +217,7 @@ class Cipher:
     def __init__(self, keyring: KeyRing) -> None:
         self._ring = keyring
         self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
+        self._epochs: EpochPeppers | None = None  # installed by storage.senders once the store is open
 
     @property
     def active_key_id(self) -> str:
@@ -222,12 +271,45 @@ class Cipher:
     # --- pseudonyms and lookups -------------------------------------------------------------
 
     def pseudonym(self, channel: str, provider_id: str) -> str:
-        """The only name a sender has in Tipline: HMAC-SHA256(pepper, channel | provider id)."""
-        message = f"{channel}|{provider_id}".encode("utf-8")
-        return hmac.new(self._ring.pepper, message, hashlib.sha256).hexdigest()
+        """An OFFICER's name (a Telegram user id, "officer-console", an on-call SMS number; and the
+        officer group chat): HMAC-SHA256(fixed pepper, channel | provider id). Officers are not
+        tipsters: the audit log names them by this pseudonym for good and must stay readable, and
+        on-call numbers are configured anyway. Tipsters are named by ``tipster_pseudonyms``."""
+        return _sender_hmac(self._ring.pepper, channel, provider_id)
+
+    def use_epoch_peppers(self, epochs: EpochPeppers) -> None:
+        self._epochs = epochs
+
+    @property
+    def epoch_peppers(self) -> EpochPeppers | None:
+        return self._epochs
+
+    def tipster_pseudonyms(self, channel: str, provider_id: str) -> SenderNames:
+        """The only name a tipster has in Tipline: HMAC-SHA256(epoch pepper, channel | provider id)
+        under the current epoch's pepper, and under the previous one's (to find a conversation that
+        started before the boundary). Once an epoch's pepper is destroyed, nobody can recompute its
+        pseudonyms from a phone number."""
+        if self._epochs is None:
+            raise KeyRingError("the epoch peppers are not loaded (the store was not opened for tipsters)")
+        previous = self._epochs.previous
+        return SenderNames(
+            _sender_hmac(self._epochs.peppers[self._epochs.current], channel, provider_id),
+            _sender_hmac(previous, channel, provider_id) if previous is not None else None,
+        )
+
+    def seal_epoch_pepper(self, epoch: int, pepper: bytes) -> bytes:
+        """An epoch pepper at rest: sealed with the active AES key, bound to its epoch."""
+        return self.encrypt(pepper, table=EPOCH_PEPPER_TABLE, column="pepper", row=str(epoch))
+
+    def open_epoch_pepper(self, epoch: int, sealed: bytes) -> bytes:
+        pepper = self.decrypt(sealed, table=EPOCH_PEPPER_TABLE, column="pepper", row=str(epoch))
+        if len(pepper) != EPOCH_PEPPER_BYTES:
+            raise DecryptionError("an epoch pepper has the wrong length")
+        return pepper
 
     def lookup_hash(self, purpose: str, value: str) -> str:
-        """Keyed hash for finding a row by a secret value (a receipt) without storing it."""
+        """Keyed hash for finding a row by a secret value (a receipt) without storing it. The fixed
+        pepper: a receipt must open its case for months, across any number of epochs."""
         message = f"lookup|{purpose}|{value}".encode("utf-8")
         return hmac.new(self._ring.pepper, message, hashlib.sha256).hexdigest()
 

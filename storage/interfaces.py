@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from storage.crypto import EpochPeppers
 from storage.records import AuditEntry, Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
 
 
@@ -130,6 +131,36 @@ class MessageRefRepository(Protocol):
     async def purge_before(self, at: float) -> int: ...
 
 
+class PepperRepository(Protocol):
+    """The epoch peppers behind tipster pseudonyms, sealed with the key ring. Only the current and
+    the previous epoch's are kept: older ones are destroyed, so their pseudonyms are unlinkable."""
+
+    async def rotate(self, current: int) -> int:
+        """Create the current epoch's pepper if missing and destroy every pepper but the current and
+        the previous epoch's; how many were destroyed."""
+        ...
+
+    async def alive(self, current: int) -> EpochPeppers | None:
+        """The current (and previous, when kept) epoch's peppers; None if the current one is missing."""
+        ...
+
+    async def epochs(self) -> list[int]: ...
+
+
+class SenderRepository(Protocol):
+    """Rows named by a tipster pseudonym, across tables."""
+
+    async def rekey(self, old: str, new: str, at: float) -> int:
+        """Everything under ``old`` (drafts, set-aside drafts, receipt failures, message refs, tips'
+        sender) goes by ``new``; a draft already under ``new`` wins and ``old``'s is set aside.
+        Returns how many rows moved."""
+        ...
+
+    async def forget_tip_senders(self, created_before: float) -> int:
+        """Tips created before then keep no sender (``""``); how many were cleared."""
+        ...
+
+
 class Repositories(Protocol):
     drafts: DraftRepository
     tips: TipRepository
@@ -139,6 +170,8 @@ class Repositories(Protocol):
     audit: AuditRepository
     receipt_attempts: ReceiptAttemptRepository
     message_refs: MessageRefRepository
+    peppers: PepperRepository
+    senders: SenderRepository
 
 
 class Store(Repositories, Protocol):

@@ -34,6 +34,7 @@ from storage.repositories import (
     tip_plain_columns,
     tip_seal,
 )
+from storage.senders import SqlitePepperRepository, SqliteSenderRepository, load_latest_peppers
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX cached_replies_sender ON cached_replies (sender);
     CREATE INDEX cached_replies_at ON cached_replies (at);
     """,
+    # Tipster pseudonyms that expire (storage.senders): one random pepper per epoch, sealed with
+    # the key ring's AES key; only the current and the previous epoch's are ever kept.
+    """
+    CREATE TABLE pseudonym_peppers (epoch INTEGER PRIMARY KEY, pepper BLOB NOT NULL);
+    """,
 )
 
 # Every encrypted column, as (table, key column, blob column, SQL of the row its associated data
@@ -166,6 +172,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("cached_replies", "key", "replies", "key"),
     ("outbox", "id", "payload", "id || '|' || sink"),
     ("message_refs", "sender", "refs", "sender"),
+    ("pseudonym_peppers", "epoch", "pepper", "CAST(epoch AS TEXT)"),
 )
 
 
@@ -183,6 +190,8 @@ class _Repos:
     audit: SqliteAuditRepository
     receipt_attempts: SqliteReceiptAttemptRepository
     message_refs: SqliteMessageRefRepository
+    peppers: SqlitePepperRepository
+    senders: SqliteSenderRepository
 
     @classmethod
     def over(cls, conn: aiosqlite.Connection, cipher: Cipher) -> _Repos:
@@ -195,6 +204,8 @@ class _Repos:
             SqliteAuditRepository(conn, cipher),
             SqliteReceiptAttemptRepository(conn),
             SqliteMessageRefRepository(conn, cipher),
+            SqlitePepperRepository(conn, cipher),
+            SqliteSenderRepository(conn, cipher),
         )
 
 
@@ -220,6 +231,8 @@ class SqliteStore:
         self.audit = self._read.audit
         self.receipt_attempts = self._read.receipt_attempts
         self.message_refs = self._read.message_refs
+        self.peppers = self._read.peppers
+        self.senders = self._read.senders
 
     @classmethod
     async def open(cls, data_dir: Path, cipher: Cipher) -> SqliteStore:
@@ -237,6 +250,7 @@ class SqliteStore:
             await _migrate(writer)
             await _check_key(writer, cipher)
             await _seal_for_integrity(writer, cipher)
+            await load_latest_peppers(writer, cipher)
             reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout=5000")
             await reader.execute("PRAGMA query_only=ON")

@@ -45,8 +45,8 @@ class ConsoleChannel:
 
     def __init__(self, engine: Engine, cipher: Cipher, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         self.engine = engine
-        self.sender = cipher.pseudonym(CHANNEL, LOCAL_ID)
-        self.officer = cipher.pseudonym("officer-console", LOCAL_ID)
+        self.cipher = cipher
+        self.officer = cipher.pseudonym("officer-console", LOCAL_ID)  # an officer: the fixed pepper
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.interactive = self.stdin.isatty()
@@ -58,7 +58,9 @@ class ConsoleChannel:
 
     async def run(self) -> None:
         """Talk until end of input (Ctrl-D, or the end of a pipe)."""
-        self._print(await self.engine.open_conversation(InboundMessage(CHANNEL, self.sender, kind=InboundKind.START)))
+        names = self.cipher.tipster_pseudonyms(CHANNEL, LOCAL_ID)
+        start = InboundMessage(CHANNEL, names.current, kind=InboundKind.START, earlier_sender=names.previous)
+        self._print(await self.engine.open_conversation(start))
         while True:
             if self.interactive:
                 self.stdout.write("> ")
@@ -72,7 +74,10 @@ class ConsoleChannel:
             if not self.interactive:
                 self.stdout.write(f"> {line}\n")
             officer = self.officer if line.startswith(OFFICER_PREFIX) else None
-            message = InboundMessage(CHANNEL, self.sender, line, reply_address=LOCAL_ID, officer=officer)
+            names = self.cipher.tipster_pseudonyms(CHANNEL, LOCAL_ID)  # per line: the epoch may change
+            message = InboundMessage(
+                CHANNEL, names.current, line, reply_address=LOCAL_ID, officer=officer, earlier_sender=names.previous
+            )
             self._print(await self.engine.handle(message))
 
     async def send_to_tipster(self, address: str, text: str) -> None:

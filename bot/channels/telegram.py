@@ -20,9 +20,11 @@ delete the whole chat from their phone after the receipt.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import hmac
 import json
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 from contextlib import suppress
@@ -218,7 +220,7 @@ class TelegramChannel:
             raise delivery_error(exc) from None
         finally:
             # The reply is part of the conversation the person may delete from the phone.
-            await self._memory.remember(self._runtime.cipher.pseudonym(CHANNEL, address), [str(i) for i in sent])
+            await self._memory.remember(self._runtime.cipher.tipster_pseudonyms(CHANNEL, address).current, [str(i) for i in sent])
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class TelegramChannel:
                 await self._group_heard(chat.id)
                 return await self._officer_desk.handle(update, self._bot, self._runtime)
             assert self._runtime is not None
-            sender = self._runtime.cipher.pseudonym(CHANNEL, str(chat.id))
+            sender = self._runtime.cipher.tipster_pseudonyms(CHANNEL, str(chat.id)).current
             async with self._locks.hold(sender):
                 return await self._private(update, chat.id, sender)
         except Exception as exc:  # noqa: BLE001 - a failure here must become "deliver again", not a 500
@@ -334,7 +336,7 @@ class TelegramChannel:
         try:
             assert self._runtime is not None
             log.info("telegram update %s read from its raw fields", raw.update_id)
-            sender = self._runtime.cipher.pseudonym(CHANNEL, str(raw.chat_id))
+            sender = self._runtime.cipher.tipster_pseudonyms(CHANNEL, str(raw.chat_id)).current
             async with self._locks.hold(sender):
                 return await self._converse(inbound_from_raw(raw, sender), raw.chat_id, sender)
         except Exception as exc:  # noqa: BLE001 - as in process()
@@ -380,7 +382,9 @@ class TelegramChannel:
     async def _converse(self, inbound: InboundMessage, chat_id: int, sender: str) -> Outcome:
         """The engine's turn and its replies; the caller holds the sender's lock."""
         assert self._runtime is not None and self._memory is not None
-        replies = await self._runtime.engine.handle(inbound)
+        # The previous epoch's name too, so a conversation begun before the boundary is found.
+        earlier = self._runtime.cipher.tipster_pseudonyms(CHANNEL, str(chat_id)).previous
+        replies = await self._runtime.engine.handle(replace(inbound, earlier_sender=earlier))
         sent: list[int] = []
         outcome = await self._send_replies(chat_id, sender, replies, sent)
         own = [inbound.message_ref] if inbound.message_ref else []
@@ -458,6 +462,10 @@ class TelegramChannel:
     async def _deletion(self, chat_id: int, sender: str, query: CallbackQuery, answer: DeleteAnswer) -> Outcome:
         assert self._runtime is not None and self._bot is not None and self._memory is not None
         offer_id = query.message.message_id
+        earlier = self._runtime.cipher.tipster_pseudonyms(CHANNEL, str(chat_id)).previous
+        if earlier and earlier != sender:  # the receipt came before the epoch boundary: its ids too
+            async with self._runtime.store.transaction() as tx:
+                await tx.senders.rekey(earlier, sender, time.time())
         if not answer.confirmed:
             await self._memory.forget(sender)
             await self._clear_buttons(chat_id, offer_id)

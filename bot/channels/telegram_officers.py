@@ -137,6 +137,8 @@ class OfficerDesk:
                 log.warning("telegram refusal to an officer group not sent (%s)", type(exc).__name__)
             return Outcome.DONE
         cipher = runtime.cipher
+        # The officer group and the officer: the fixed pepper (officers are not tipsters, and the
+        # audit log names them by pseudonym for good; see Cipher.pseudonym).
         inbound = InboundMessage(
             channel=CHANNEL,
             sender=cipher.pseudonym(CHANNEL, str(chat.id)),

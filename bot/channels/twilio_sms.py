@@ -337,6 +337,7 @@ class SmsChannel:
         twilio = self.settings.twilio
         assert twilio.account_sid and twilio.auth_token and twilio.from_number
         self._rest = TwilioRest(twilio.account_sid, twilio.auth_token.get_secret_value(), twilio.from_number, api_url=twilio.api_url)
+        # Officers' numbers: the fixed pepper (officers are named for good, see Cipher.pseudonym).
         self._officers = {runtime.cipher.pseudonym(OFFICER_PSEUDONYM_CHANNEL, n): n for n in self.settings.officers.sms_numbers}
         self._runtime = runtime
         # Officers' replies to tipsters who accepted them go back the way the tip came.
@@ -458,9 +459,11 @@ class SmsChannel:
             text = "HELP"  # a help keyword configured in Twilio's console: our help, not a report
         elif "Latitude" in form and not text and not inbound.num_media:
             kind = InboundKind.UNSUPPORTED  # a shared WhatsApp location: answered calmly, not kept
+        names = runtime.cipher.tipster_pseudonyms(channel, inbound.from_)
         message = InboundMessage(
             channel=channel,
-            sender=runtime.cipher.pseudonym(channel, inbound.from_),
+            sender=names.current,
+            earlier_sender=names.previous,
             text=text,
             kind=kind,
             provider_id=inbound.message_sid,

@@ -40,7 +40,7 @@ async def test_purge_applies_each_rule_and_keeps_the_rest(store: SqliteStore, ma
 
     removed = await purge(store, make_settings(), NOW)
 
-    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1, "set-aside drafts": 1, "cached replies": 1}
+    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1, "set-aside drafts": 1, "cached replies": 1, "tip senders": 2}
     assert await store.drafts.set_aside_count() == 1
     assert await store.tips.get(old_closed.id) is None and await store.followups.for_tip(old_closed.id) == []
     kept = await store.tips.get(recent_closed.id)

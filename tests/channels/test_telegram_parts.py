@@ -303,7 +303,7 @@ async def test_officer_reply_reaches_the_tipster_and_joins_the_deletable_convers
     (sent,) = fake.sent_messages(CHAT)
     assert sent["protect_content"] == "true" and "parse_mode" not in sent
     assert blocked.value.permanent
-    refs = await runtime.store.message_refs.get(runtime.cipher.pseudonym("telegram", str(CHAT)))
+    refs = await runtime.store.message_refs.get(runtime.cipher.tipster_pseudonyms("telegram", str(CHAT)).current)
     assert len(refs) == 1 and refs[0].isdigit()
 
 

@@ -187,7 +187,7 @@ async def test_a_business_scoped_whatsapp_sender_gets_the_flow(tipline: Tipline)
     second = await tipline.say(BSUID, "2")
     assert catalogue("en", "role.question") in norm(" ".join(second))
     async with tipline.store() as store:
-        draft = await store.drafts.get(tipline.cipher.pseudonym("whatsapp", BSUID))
+        draft = await store.drafts.get(store.cipher.tipster_pseudonyms("whatsapp", BSUID).current)
         assert draft is not None and draft.state["channel"] == "whatsapp"
     assert BSUID.encode() not in tipline.raw_data() and b"13491208655302741918" not in tipline.raw_data()
 

@@ -294,11 +294,10 @@ async def test_whatsapp_is_its_own_channel_with_its_own_pseudonym(tipline: Tipli
     number = "+15145550103"
     await tipline.say("whatsapp:" + number, "Hello")
 
-    cipher = tipline.cipher
     async with tipline.store() as store:
-        draft = await store.drafts.get(cipher.pseudonym("whatsapp", "whatsapp:" + number))
+        draft = await store.drafts.get(store.cipher.tipster_pseudonyms("whatsapp", "whatsapp:" + number).current)
         assert draft is not None and draft.state["channel"] == "whatsapp"
-        assert await store.drafts.get(cipher.pseudonym("sms", number)) is None
+        assert await store.drafts.get(store.cipher.tipster_pseudonyms("sms", number).current) is None
 
 
 async def test_whatsapp_stop_is_not_a_carrier_word_and_gets_the_erased_answer(tipline: Tipline) -> None:
@@ -321,7 +320,7 @@ async def test_a_shared_whatsapp_location_is_declined_and_not_kept(tipline: Tipl
 
 async def _has_draft(tipline: Tipline, number: str) -> bool:
     async with tipline.store() as store:
-        return await store.drafts.get(tipline.cipher.pseudonym("sms", number)) is not None
+        return await store.drafts.get(store.cipher.tipster_pseudonyms("sms", number).current) is not None
 
 
 @pytest.mark.parametrize("word", ["STOP", "stop", "Arrêt!", "ARRET", "STOPALL", "Unsubscribe", "CANCEL", "end", "QUIT"])
@@ -357,7 +356,7 @@ async def test_start_reopens_with_the_first_prompt(tipline: Tipline, word: str) 
     got = norm(" ".join(await tipline.say(number, word)))
     assert got.startswith(catalogue("en", "language.question")) and "1 English" in got
     async with tipline.store() as store:
-        draft = await store.drafts.get(tipline.cipher.pseudonym("sms", number))
+        draft = await store.drafts.get(store.cipher.tipster_pseudonyms("sms", number).current)
     assert draft is not None and draft.state["answers"]["details"] == []  # "START" is not a report
 
 

@@ -182,7 +182,7 @@ async def test_a_flood_gets_one_calm_slow_down_then_silence_and_the_database_doe
         assert tipline.data_size() == size
         assert tipline.rows("processed") == burst  # not even the flood's message ids were kept
     async with tipline.store() as store:
-        draft = await store.drafts.get(tipline.runtime.cipher.pseudonym("sms", sender))
+        draft = await store.drafts.get(tipline.runtime.cipher.tipster_pseudonyms("sms", sender).current)
     assert draft is not None and draft.state["step"] == "language"
     # A message let through by a refill is kept like any first message (nothing anyone types is
     # dropped); the dropped flood itself leaves no trace.
@@ -224,7 +224,7 @@ async def test_a_draft_keeps_at_most_the_configured_details_of_capped_length(tip
         assert shows(expected, await say(text))
 
     async with tipline.store() as store:
-        draft = await store.drafts.get(tipline.runtime.cipher.pseudonym("telegram", str(chat)))
+        draft = await store.drafts.get(tipline.runtime.cipher.tipster_pseudonyms("telegram", str(chat)).current)
     details = draft.state["answers"]["details"]
     assert len(details) == config.max_details_messages
     assert all(len(d) <= config.max_text_chars for d in details)

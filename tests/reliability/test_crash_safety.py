@@ -363,7 +363,7 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
     cipher = Cipher(KeyRing.load(data_dir / "keys.json"))
 
     def pseudonym(conv: Conversation) -> str:
-        return cipher.pseudonym(conv.channel, conv.address)
+        return cipher.tipster_pseudonyms(conv.channel, conv.address).current
 
     store = await SqliteStore.open(data_dir, cipher)
     try:

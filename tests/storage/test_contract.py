@@ -473,3 +473,61 @@ async def test_message_refs(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.message_refs.delete("s1")
     assert await store.message_refs.get("s1") == []
+
+
+# --- epoch peppers and senders -------------------------------------------------------------------
+
+
+async def test_epoch_peppers_are_created_on_demand_and_only_two_are_kept(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.peppers.rotate(10) == 0
+        first = await tx.peppers.alive(10)
+        assert await tx.peppers.rotate(10) == 0  # the same epoch: the same pepper
+    assert first is not None and first.previous is None
+    assert await store.peppers.alive(10) == first
+    async with store.transaction() as tx:
+        assert await tx.peppers.rotate(11) == 0
+        assert await tx.peppers.rotate(12) == 1  # epoch 10's is destroyed
+    alive = await store.peppers.alive(12)
+    assert alive is not None and set(alive.peppers) == {11, 12} and first.peppers[10] not in alive.peppers.values()
+    assert await store.peppers.epochs() == [11, 12]
+    assert await store.peppers.alive(13) is None
+
+
+async def test_rekey_moves_a_senders_rows_to_the_new_name(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.drafts.save(Draft("old", {"step": "where"}, T0, T0 + 600))
+        await tx.receipt_attempts.record_failure("old", T0)
+        await tx.message_refs.add("old", ["1"], T0)
+        await tx.message_refs.add("new", ["2"], T0)
+        await tx.tips.save(make_tip("t1", "26-0001", sender="old", urgent=True))
+        assert await tx.senders.rekey("old", "new", T0 + 1) == 4
+    draft = await store.drafts.get("new")
+    assert draft is not None and draft.state == {"step": "where"} and await store.drafts.get("old") is None
+    assert await store.receipt_attempts.failures_since("new", 0) == 1 and await store.receipt_attempts.failures_since("old", 0) == 0
+    assert sorted(await store.message_refs.get("new")) == ["1", "2"] and await store.message_refs.get("old") == []
+    tip = await store.tips.get("t1")
+    assert tip is not None and tip.sender == "new" and not tip.altered
+    assert await store.tips.urgent_since("new", 0) == 1
+
+
+async def test_rekey_keeps_the_current_draft_and_sets_the_older_aside(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.drafts.save(Draft("old", {"step": "where"}, T0, T0 + 600))
+        await tx.drafts.save(Draft("new", {"step": "when"}, T0, T0 + 600))
+        await tx.senders.rekey("old", "new", T0 + 1)
+    assert (await store.drafts.get("new")).state == {"step": "when"}
+    assert await store.drafts.set_aside_count() == 1
+    async with store.transaction() as tx:
+        await tx.drafts.erase("new")  # EXIT erases what was set aside too
+    assert await store.drafts.set_aside_count() == 0
+
+
+async def test_tip_senders_are_forgotten_after_the_window(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.tips.save(make_tip("t1", "26-0001", sender="s1", urgent=True, created_at=T0 - 7200))
+        await tx.tips.save(make_tip("t2", "26-0002", sender="s1", urgent=True, created_at=T0))
+        assert await tx.senders.forget_tip_senders(T0 - 3600) == 1
+    old, new = await store.tips.get("t1"), await store.tips.get("t2")
+    assert old.sender == "" and not old.altered and new.sender == "s1"
+    assert await store.tips.urgent_since("s1", 0) == 1
