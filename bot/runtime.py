@@ -125,7 +125,9 @@ class Runtime:
         """The outbox worker, the draft-expiry sweeper and (in ``serve``) the daily retention job."""
         self.tasks.append(asyncio.create_task(self.worker.run(), name="outbox"))
         self.tasks.append(asyncio.create_task(self._sweep(), name="draft-expiry"))
-        self.tasks.append(asyncio.create_task(self._pseudonym_upkeep(), name="pseudonym-upkeep"))
+        # A new pepper within a minute of the boundary (sooner for epochs shorter than 4 minutes).
+        upkeep_every = min(60.0, self.settings.pseudonym_epoch_hours * 3600 / 4)
+        self.tasks.append(asyncio.create_task(self._pseudonym_upkeep(upkeep_every), name="pseudonym-upkeep"))
         if retention:
             self.tasks.append(asyncio.create_task(self._retention(), name="retention"))
 
@@ -139,7 +141,7 @@ class Runtime:
             await asyncio.sleep(every)
 
     async def _pseudonym_upkeep(self, every: float = 60.0) -> None:
-        """A new epoch pepper within a minute of the boundary; the old ones destroyed."""
+        """The current epoch's pepper created, the old ones destroyed, every ``every`` seconds."""
         while True:
             await asyncio.sleep(every)
             try:

@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     receipt_failures_per_hour: int = Field(200, ge=1)
     # Tipster pseudonyms use a pepper that changes every this many hours (epochs start at 00:00 UTC
     # for 24); a pepper is destroyed when its epoch is two behind, so old pseudonyms are unlinkable.
-    pseudonym_epoch_hours: float = Field(24, ge=1)
+    # Fractions are allowed (down to 3 minutes) so a test set-up can watch it rotate.
+    pseudonym_epoch_hours: float = Field(24, ge=0.05)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     officers: OfficerSettings = Field(default_factory=OfficerSettings)
