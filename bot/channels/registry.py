@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.channels import telegram, twilio_sms
+from bot.channels.telegram import channel as telegram
+from bot.channels.twilio import channel as twilio_sms
 from bot.channels.base import Channel
 from bot.settings import Settings
 

@@ -17,10 +17,10 @@ from telegram.ext import ExtBot
 
 from bot.alerting import AlertComposer
 from bot.channels.console import ConsoleSink
-from bot.channels.telegram_alerts import TelegramAlertSink
-from bot.channels.telegram_limits import FloodLimiter, FloodLimits
-from bot.channels.twilio_rest import TwilioRest
-from bot.channels.twilio_sms import OfficerSmsSink
+from bot.channels.telegram.alerts import TelegramAlertSink
+from bot.channels.telegram.limits import FloodLimiter, FloodLimits
+from bot.channels.twilio.rest import TwilioRest
+from bot.channels.twilio.channel import OfficerSmsSink
 from bot.engine import Engine
 from bot.i18n import Catalogues
 from bot.outbox import OutboxWorker

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from bot.channels import registry, telegram
-from bot.channels.telegram_limits import FloodLimits
+from bot.channels import registry
+from bot.channels.telegram import channel as telegram
+from bot.channels.telegram.limits import FloodLimits
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.web import create_app

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.channels.telegram_alerts import GROUP_UNREACHABLE
+from bot.channels.telegram.alerts import GROUP_UNREACHABLE
 from handlers.alerts import AlertEvent, enqueue_alert
 from storage.records import Tip, TipStatus
 from tests.bot.test_chat_cli import run as run_cli

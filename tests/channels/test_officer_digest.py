@@ -22,8 +22,8 @@ import pytest
 from telegram.ext import ExtBot
 
 from bot.alerting import AlertComposer
-from bot.channels.telegram_alerts import DIGEST_RESERVE, TelegramAlertSink, fitting, plan_messages
-from bot.channels.telegram_limits import FloodLimiter, FloodLimits
+from bot.channels.telegram.alerts import DIGEST_RESERVE, TelegramAlertSink, fitting, plan_messages
+from bot.channels.telegram.limits import FloodLimiter, FloodLimits
 from bot.i18n import Catalogues
 from bot.outbox import OutboxWorker
 from handlers.alerts import AlertEvent, enqueue_alert

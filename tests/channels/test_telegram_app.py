@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.channels import registry, telegram
-from bot.channels.telegram_limits import FloodLimits
+from bot.channels import registry
+from bot.channels.telegram import channel as telegram
+from bot.channels.telegram.limits import FloodLimits
 from bot.i18n import Catalogues
 from bot.settings import Settings, SettingsError
 from bot.web import MAX_BODY_BYTES, create_app

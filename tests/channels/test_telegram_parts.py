@@ -15,10 +15,10 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import RetryAfter
 from telegram.ext import ExtBot
 
-from bot.channels import telegram
-from bot.channels.telegram_alerts import GROUP_UNREACHABLE, TelegramAlertSink, alert_html
-from bot.channels.telegram_limits import FloodLimiter, FloodLimits, Retries
-from bot.channels.telegram_messages import choice_keyboard, delete_answer, inbound_from_message, split_text
+from bot.channels.telegram import channel as telegram
+from bot.channels.telegram.alerts import GROUP_UNREACHABLE, TelegramAlertSink, alert_html
+from bot.channels.telegram.limits import FloodLimiter, FloodLimits, Retries
+from bot.channels.telegram.messages import choice_keyboard, delete_answer, inbound_from_message, split_text
 from bot.messages import Choice, InboundKind, OutboundMessage
 from bot.i18n import Catalogues
 from bot.outbox import UNREACHABLE_RETRY_SECONDS, DeliveryError
@@ -372,8 +372,8 @@ async def test_unreachable_telegram_does_not_stop_start_up(make_settings, caplog
 
 
 def test_an_update_that_keeps_failing_is_dropped_after_five_tries(make_settings) -> None:
-    from bot.channels.telegram import MAX_UPDATE_FAILURES, build
-    from bot.channels.telegram_polling import Outcome
+    from bot.channels.telegram.channel import MAX_UPDATE_FAILURES, build
+    from bot.channels.telegram.polling import Outcome
 
     channel = build(make_settings(telegram={"token": "123456:" + "A" * 35, "mode": "polling"}))
     outcomes = [channel._retry_or_give_up(77) for _ in range(MAX_UPDATE_FAILURES)]

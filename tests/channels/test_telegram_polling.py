@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from telegram.ext import ExtBot
 
-from bot.channels.telegram_limits import FloodLimiter, FloodLimits
-from bot.channels.telegram_polling import Outcome, Poller, fetch_raw_updates
+from bot.channels.telegram.limits import FloodLimiter, FloodLimits
+from bot.channels.telegram.polling import Outcome, Poller, fetch_raw_updates
 from tests.fakes.server import LoopbackServer
 from tests.fakes.telegram_api import FakeTelegramAPI, make_text_update
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from bot.channels import twilio_sms
-from bot.channels.twilio_sms import STATUS_PATH
+from bot.channels.twilio import channel as twilio_sms
+from bot.channels.twilio.channel import STATUS_PATH
 from bot.messages import InboundMessage
 from tests.channels.test_twilio_sms import (  # noqa: F401 - fixtures used by name
     ACCOUNT_SID,

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
-from bot.channels.twilio_rest import TwilioRest, classify, safe_summary
+from bot.channels.twilio.rest import TwilioRest, classify, safe_summary
 from tests.fakes.server import LoopbackServer
 from tests.fakes.twilio_api import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeTwilioAPI
 

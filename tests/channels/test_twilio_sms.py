@@ -23,7 +23,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
-from bot.channels.twilio_sms import PATH, build, render_twiml
+from bot.channels.twilio.channel import PATH, build
+from bot.channels.twilio.twiml import render_twiml
 from bot.i18n import Catalogues
 from bot.runtime import Runtime
 from bot.messages import OutboundMessage

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import main
-from bot.channels import twilio_sms
-from bot.channels.twilio_sms import OfficerSmsSink, RedactSink, SmsChannel, build
+from bot.channels.twilio import channel as twilio_sms
+from bot.channels.twilio.channel import OfficerSmsSink, RedactSink, SmsChannel, build
 from bot.messages import InboundMessage
 from bot.outbox import DeliveryError
 from bot.runtime import Runtime

@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from bot.channels import registry, telegram
-from bot.channels.telegram_limits import FloodLimits
+from bot.channels import registry
+from bot.channels.telegram import channel as telegram
+from bot.channels.telegram.limits import FloodLimits
 from bot.rate_limit import RateLimiter
 from bot.runtime import Runtime
 from bot.settings import Settings

@@ -40,8 +40,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.channels import registry, telegram
-from bot.channels.telegram_limits import FloodLimits
+from bot.channels import registry
+from bot.channels.telegram import channel as telegram
+from bot.channels.telegram.limits import FloodLimits
 from bot.logs import setup_logging
 from bot.settings import Settings
 from bot.web import create_app

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.channels.twilio_sms import render_twiml, xml_text
+from bot.channels.twilio.twiml import render_twiml, xml_text
 from bot.messages import OutboundMessage
 from bot.sms_segments import split_for_twilio
 

@@ -34,9 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from bot.channels import registry, telegram
-from bot.channels.telegram_limits import FloodLimits
-from bot.channels.twilio_sms import CARRIER_STOP
+from bot.channels import registry
+from bot.channels.telegram import channel as telegram
+from bot.channels.telegram.limits import FloodLimits
+from bot.channels.twilio.channel import CARRIER_STOP
 from bot.settings import Settings
 from bot.web import MAX_BODY_BYTES, create_app
 from handlers.words import fold

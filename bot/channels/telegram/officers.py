@@ -34,9 +34,9 @@ from telegram import Chat, InlineKeyboardButton, InlineKeyboardMarkup, Update, U
 from telegram.error import TelegramError
 from telegram.ext import ExtBot
 
-from bot.channels.telegram_limits import transient
-from bot.channels.telegram_messages import CHANNEL, split_text
-from bot.channels.telegram_polling import Outcome
+from bot.channels.telegram.limits import transient
+from bot.channels.telegram.messages import CHANNEL, split_text
+from bot.channels.telegram.polling import Outcome
 from bot.i18n import Catalogues
 from bot.messages import InboundMessage
 from bot.runtime import Runtime

@@ -1,7 +1,7 @@
 """Translation between PTB objects and Tipline's message types, both ways, with no I/O.
 
 Inbound: a private chat's ``Message`` or button press becomes an :class:`InboundMessage`; so does
-a private text message read from raw JSON (``telegram_raw``) when PTB could not parse its update.
+a private text message read from raw JSON (``raw``) when PTB could not parse its update.
 Outbound: an :class:`OutboundMessage` becomes text pieces and an inline keyboard; the deletion
 offer gets its own two buttons. Callback data is the only state a button carries:
 ``c:<value>`` answers like typing ``<value>``; ``del:yes:<lang>`` / ``del:no:<lang>`` answer the
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
 from telegram.constants import MessageLimit
 
-from bot.channels.telegram_raw import RawText
+from bot.channels.telegram.raw import RawText
 from bot.i18n import Catalogues
 from bot.messages import InboundKind, InboundMessage, OutboundMessage
 
@@ -154,7 +154,7 @@ def well_formed(data: dict) -> bool:
     """Does an update hold what Telegram always sends, in the types it sends? python-telegram-bot
     builds an Update from almost anything; an update refused here is not handled as a PTB
     ``Update`` (where it would fail later and be asked for again and again) but from its raw
-    fields, or acknowledged and counted (``telegram_raw``)."""
+    fields, or acknowledged and counted (``raw``)."""
     for key in ("message", "edited_message"):
         if key in data and not _message_well_formed(data[key]):
             return False

@@ -31,7 +31,7 @@ from typing import Any
 from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import ExtBot
 
-from bot.channels.telegram_raw import chat_of, update_id_of
+from bot.channels.telegram.raw import chat_of, update_id_of
 
 log = logging.getLogger(__name__)
 

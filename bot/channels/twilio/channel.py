@@ -19,18 +19,16 @@ Carrier words (SMS only; WhatsApp has no carrier opt-out): after STOP and its sy
 (or Twilio's opt-out handling) confirms and blocks replies, so the draft is erased and the TwiML is
 empty. START / UNSTOP re-open the conversation.
 
-Outbound: officer alerts as short SMS ("sms:<pseudonym>" outbox rows, the number is looked up in
-the settings at delivery so it never sits in the database) and, with ``TIPLINE_TWILIO__REDACT``,
-deletion of Twilio's copy of every inbound message ("twilio-redact" rows).
+Outbound: officer alerts as short SMS (``officers``: "sms:<pseudonym>" outbox rows, the number is
+looked up in the settings at delivery so it never sits in the database), the TwiML itself
+(``twiml``) and, with ``TIPLINE_TWILIO__REDACT``, deletion of Twilio's copy of every message
+(``redact``: "twilio-redact" rows, queued from the status route ``/sms/twilio/status`` too).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-import uuid
-from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -38,22 +36,18 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
-from twilio.twiml.messaging_response import MessagingResponse
 
-from bot.alerting import AlertComposer
-from bot.channels.twilio_rest import TwilioRest, classify, safe_summary
-from bot.messages import InboundKind, InboundMessage, OutboundMessage
+from bot.channels.twilio.officers import OFFICER_PSEUDONYM_CHANNEL, OFFICER_SINK, OfficerSmsSink
+from bot.channels.twilio.redact import REDACT_SINK, SID, RedactSink, delivery_error, media_sids, queue_redaction
+from bot.channels.twilio.rest import TwilioRest
+from bot.channels.twilio.twiml import twiml_response
+from bot.messages import InboundKind, InboundMessage
 from bot.outbox import DeliveryError, Sink
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsError
-from bot.sms_segments import split_for_twilio
-from handlers.alerts import AlertEvent
-from handlers import officer_view
 from handlers.understanding import Control
 from handlers.words import fold
-from storage.records import OutboxItem, OutboxStatus, Tip
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +58,6 @@ STATUS_PATH = "/sms/twilio/status"
 SMS = "sms"
 WHATSAPP = "whatsapp"
 WHATSAPP_PREFIX = "whatsapp:"
-OFFICER_SINK = "sms"
-REDACT_SINK = "twilio-redact"
-OFFICER_PSEUDONYM_CHANNEL = "officer-sms"
 
 # Opt-out words carriers and Twilio act on (ARRET for Canadian French). After one of them the
 # carrier sends its own confirmation and blocks further replies, so we answer nothing.
@@ -77,15 +68,11 @@ CARRIER_START = frozenset({"start", "unstop"})
 # Wait before deleting Twilio's copy of an inbound message, so the delete never races Twilio's own
 # handling of the TwiML answer still on its way back.
 REDACT_DELAY_SECONDS = 5.0
-REDACT_TOO_EARLY_RETRY_SECONDS = 120.0
 STOPPED_RETRY_SECONDS = 30.0
 
 MAX_FORM_FIELDS = 200  # a real webhook has ~20 fields, plus MediaUrlN/MediaContentTypeN (<= 10 each)
 SMS_BODY_LIMIT = 1600  # Twilio's limit for one (concatenated) SMS
 WHATSAPP_BODY_LIMIT = 4096  # WhatsApp's own text limit: a long WhatsApp message must not get a 400
-_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
-_MEDIA_SID_ONLY = re.compile(r"^ME[0-9a-fA-F]{32}$")
-_MEDIA_SID = re.compile(r"/Messages/(?:SM|MM)[0-9a-fA-F]{32}/Media/(ME[0-9a-fA-F]{32})$")
 # A WhatsApp user who adopted a username may be known only by Meta's business-scoped user id
 # (BSUID): ISO country code, a dot, up to 128 alphanumerics (``US.13491208655302741918``; a parent
 # id has ``.ENT.``). It is an address like a number: pseudonymised, answered, never a 400.
@@ -108,7 +95,7 @@ class TwilioInbound(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    message_sid: str = Field(alias="MessageSid", pattern=_SID.pattern)
+    message_sid: str = Field(alias="MessageSid", pattern=SID.pattern)
     from_: str = Field(alias="From", pattern=_FROM)
     body: str = Field("", alias="Body", max_length=WHATSAPP_BODY_LIMIT)
     num_media: int = Field(0, alias="NumMedia", ge=0, le=10)
@@ -128,82 +115,6 @@ class TwilioInbound(BaseModel):
         return WHATSAPP if self.from_.startswith(WHATSAPP_PREFIX) else SMS
 
 
-# What XML 1.0 cannot carry at all (C0 controls other than tab, LF and CR; unpaired surrogates;
-# U+FFFE and U+FFFF), plus Unicode's other noncharacters (U+FDD0-U+FDEF and the last two code
-# points of every plane), which XML allows but no phone should be sent.
-_NOT_XML = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0-\ufdef"
-    + "".join(f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
-    + "]"
-)
-
-
-def xml_text(text: str) -> str:
-    """``text`` without the characters that would make TwiML non-well-formed (or that are not
-    text at all); everything else, accents, emoji and right-to-left scripts included, unchanged."""
-    return _NOT_XML.sub("", text)
-
-
-def render_twiml(replies: list[OutboundMessage], action: str | None = None) -> str:
-    """A bot turn is ONE ``<Message>``: the phone buzzes and previews once, and shows the parts in
-    order (separate SMS can arrive out of order); only a turn longer than Twilio accepts in one
-    message is split, at lines or sentences. No reply gives an empty ``<Response/>``.
-
-    Every reply is passed through :func:`xml_text` first, so the TwiML is always well-formed
-    whatever a reply quotes (a tipster's text, an officer's reply)."""
-    response = MessagingResponse()
-    body = "\n\n".join(text for text in (xml_text(reply.text).strip() for reply in replies) if text)
-    if body:
-        for part in split_for_twilio(body):
-            # ``action``: Twilio posts this message's status there, so its copy can be deleted.
-            if action:
-                response.message(part, action=action, method="POST")
-            else:
-                response.message(part)
-    return str(response)
-
-
-def _twiml(replies: list[OutboundMessage], action: str | None = None) -> Response:
-    return Response(render_twiml(replies, action), media_type="application/xml")
-
-
-def media_sids(form: ImmutableMultiDict) -> list[str]:
-    """The Media SIDs of an inbound MMS/WhatsApp message, read from MediaUrl0..N only to delete
-    them at Twilio (the URLs themselves are never stored)."""
-    sids = []
-    for key, value in form.multi_items():
-        if key.startswith("MediaUrl") and key[8:].isdigit():
-            found = _MEDIA_SID.search(value.split("?")[0])
-            if found:
-                sids.append(found.group(1))
-    return sids
-
-
-async def queue_redaction(runtime: Runtime, sid: str, media: list[str] | None = None, delay: float = 0.0) -> None:
-    """Queue the deletion of Twilio's copy of message ``sid`` (and its media) through the outbox:
-    the payload is sealed like every outbox payload, so the SID never sits in the database in clear."""
-    now = time.time()
-    payload: dict[str, object] = {"sid": sid}
-    if media:
-        payload["media"] = media
-    item = OutboxItem(
-        id=uuid.uuid4().hex,
-        sink=REDACT_SINK,
-        payload=payload,
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_at=now + delay,
-        created_at=now,
-    )
-    try:
-        async with runtime.store.transaction() as tx:
-            await tx.outbox.add(item)
-    except Exception:  # noqa: BLE001 - the tip is safe; the person must still get the answer
-        log.exception("could not queue the redaction of a Twilio message")
-        return
-    runtime.worker.wake()
-
-
 def carrier_action(channel: str, text: str, opt_out_type: str | None) -> str | None:
     """What the carrier or Twilio does with this SMS besides handing it to us: "stop", "start",
     "help" or None."""
@@ -217,101 +128,6 @@ def carrier_action(channel: str, text: str, opt_out_type: str | None) -> str | N
     if opt_out_type == "HELP":
         return "help"
     return None
-
-
-def officer_text(composer: AlertComposer, tip: Tip, event: AlertEvent) -> str:
-    """Case number and flags only: an SMS to an officer's phone never carries what was reported."""
-    t = composer.catalogues.text
-    language = composer.language
-    lines = [t(language, f"alert.{event.value}", case=tip.case_number)]
-    # Every character counts in an SMS: the urgent title already says URGENT.
-    flags = officer_view.flags(composer.catalogues, language, tip, urgent=event is not AlertEvent.URGENT)
-    if flags:
-        lines.append(" · ".join(flags))
-    return "\n".join(lines)
-
-
-def _delivery_error(exc: BaseException) -> DeliveryError:
-    """Twilio's verdict as the outbox understands it. The reason is ``safe_summary`` (Twilio's
-    own message text may quote a phone number, so it is never kept or logged)."""
-    verdict, reason = classify(exc), safe_summary(exc)
-    if verdict == "too_early":
-        return DeliveryError(reason, retry_after=REDACT_TOO_EARLY_RETRY_SECONDS)
-    return DeliveryError(reason, permanent=verdict == "permanent")
-
-
-class OfficerSmsSink:
-    """Short officer alerts (and service notices) by SMS. ``target`` is a pseudonym; the number
-    comes from settings."""
-
-    # An on-call phone gets the urgent alert and the filed tip, not an SMS for every answer of an
-    # urgent case filling in (the officer group reads those).
-    wants_updates = False
-
-    def __init__(
-        self,
-        rest: Callable[[], TwilioRest],
-        composer: AlertComposer,
-        numbers: dict[str, str],
-        redact: Callable[[str], Awaitable[None]] | None = None,
-    ) -> None:
-        self.rest = rest
-        self.composer = composer
-        self.numbers = numbers
-        self.redact = redact
-
-    async def deliver(self, item: OutboxItem, target: str) -> None:
-        number = self.numbers.get(target)
-        if number is None:  # the number was removed from the settings since the row was queued
-            raise DeliveryError("officer SMS number is no longer configured", permanent=True)
-        if item.payload.get("kind") not in ("alert", "notice"):
-            raise DeliveryError(f"officer SMS cannot carry {item.payload.get('kind')!r} rows", permanent=True)
-        alert = await self.composer.compose(item)
-        if alert is None:
-            return  # the tip was purged: nothing left to tell
-        # A notice is about the service (one short sentence, no tip content): sent as composed.
-        text = alert.text if alert.tip is None or alert.event is None else officer_text(self.composer, alert.tip, alert.event)
-        rest = self.rest()
-        try:
-            sid = await rest.send_sms(number, text)
-        except Exception as exc:  # noqa: BLE001 - classify decides; unknown errors are permanent
-            raise _delivery_error(exc) from None
-        if self.redact is not None:
-            await self.redact(sid)
-
-
-class RedactSink:
-    """Deletes Twilio's copy (body and metadata) of an inbound message."""
-
-    # The message to delete is named in the sealed payload; the row has no target to check.
-    addressed_by_payload = True
-
-    def __init__(self, rest: Callable[[], TwilioRest]) -> None:
-        self.rest = rest
-
-    async def deliver(self, item: OutboxItem, target: str) -> None:
-        sid = item.payload.get("sid")
-        if not isinstance(sid, str) or not _SID.match(sid):
-            raise DeliveryError("redaction row without a valid message sid", permanent=True)
-        media = item.payload.get("media") or []
-        if not isinstance(media, list) or not all(isinstance(m, str) and _MEDIA_SID_ONLY.match(m) for m in media):
-            raise DeliveryError("redaction row with an invalid media sid", permanent=True)
-        rest = self.rest()
-        try:
-            # Media first: they are addressed under their message, which must still exist.
-            for media_sid in media:
-                try:
-                    await rest.delete_media(sid, media_sid)
-                except TwilioRestException as exc:
-                    if exc.status != 404:
-                        raise
-            await rest.delete_message(sid)
-        except TwilioRestException as exc:
-            if exc.status == 404:
-                return  # already gone (deleted by an earlier attempt, or by hand): done
-            raise _delivery_error(exc) from None
-        except Exception as exc:  # noqa: BLE001
-            raise _delivery_error(exc) from None
 
 
 class SmsChannel:
@@ -358,7 +174,7 @@ class SmsChannel:
         """A message we sent by REST: queue the delete of its copy at once. Twilio refuses it while
         the message is still queued/sending (20009), and RedactSink retries those later."""
         runtime = self._runtime
-        if runtime is not None and _SID.match(sid):
+        if runtime is not None and SID.match(sid):
             await queue_redaction(runtime, sid, delay=REDACT_DELAY_SECONDS)
 
     def alert_targets(self) -> tuple[str, ...]:
@@ -376,7 +192,7 @@ class SmsChannel:
         try:
             sid = await rest.send_sms(address, text)
         except Exception as exc:  # noqa: BLE001 - classify decides; unknown errors are permanent
-            raise _delivery_error(exc) from None
+            raise delivery_error(exc) from None
         if self.settings.twilio.redact:
             await self._redact_sent(sid)
 
@@ -421,12 +237,12 @@ class SmsChannel:
         runtime, form = signed
         sid = form.get("MessageSid", "")
         status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-        if not _SID.match(sid) or not re.fullmatch(r"[a-z_]{1,32}", status):
+        if not SID.match(sid) or not re.fullmatch(r"[a-z_]{1,32}", status):
             log.warning("twilio status callback malformed")
             return PlainTextResponse("malformed status", status_code=400)
         if status in FINAL_STATUSES and self.settings.twilio.redact:
             await queue_redaction(runtime, sid, delay=REDACT_DELAY_SECONDS)
-        return _twiml([])
+        return twiml_response([])
 
     async def webhook(self, request: Request) -> Response:
         signed = await self._signed_form(request, self.webhook_url, PATH)
@@ -438,7 +254,7 @@ class SmsChannel:
         # conversation for it would open a draft for our own number.
         status = form.get("MessageStatus") or form.get("SmsStatus")
         if status is not None and status not in INBOUND_STATUSES:
-            return _twiml([])
+            return twiml_response([])
         try:
             inbound = TwilioInbound.model_validate(dict(form))
         except ValidationError as exc:
@@ -475,7 +291,7 @@ class SmsChannel:
         if redact:
             await queue_redaction(runtime, inbound.message_sid, media_sids(form), delay=REDACT_DELAY_SECONDS)
         # After STOP the carrier confirms on its own and blocks anything we would send.
-        return _twiml([] if action == "stop" else replies, self.status_url if redact else None)
+        return twiml_response([] if action == "stop" else replies, self.status_url if redact else None)
 
 
 def build(settings: Settings) -> SmsChannel | None:

@@ -1,15 +1,15 @@
 """The Telegram channel: private chats run the tip conversation; officer groups get alerts
-(``telegram_alerts``) and give commands (``telegram_officers``).
+(``alerts``) and give commands (``officers``).
 
 Updates arrive by webhook (``POST /telegram/webhook``, verified by the secret token Telegram sends
-before the body is read) or by long polling (``telegram_polling``); both feed the raw JSON object
+before the body is read) or by long polling (``polling``); both feed the raw JSON object
 to :meth:`TelegramChannel.handle`, which says whether the update is done or must come again. An
 update is done only once the engine committed it and its replies were sent, so a failure to send
 asks for it again (503 to the webhook; in polling, a retry in that chat's lane). The engine
 de-duplicates by update id, so the second delivery re-sends the same replies without filing
 anything twice. An update python-telegram-bot cannot parse is not refused: a private text message
 in it is handled from its raw fields, anything else is acknowledged and counted
-(``telegram_raw``).
+(``raw``).
 
 Privacy: chat ids, user ids, names and text are never logged, stored in clear or put in an
 exception; log lines name the update id and the first 8 characters of the sender pseudonym. Every
@@ -39,12 +39,12 @@ from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
-from bot.channels.telegram_alerts import SINK_PREFIX, TelegramAlertSink, delivery_error
-from bot.channels.telegram_limits import FloodLimiter, FloodLimits, transient
-from bot.channels.telegram_memory import ConversationMemory
-from bot.channels.telegram_officers import OfficerDesk
-from bot.channels.telegram_polling import Outcome, Poller
-from bot.channels.telegram_messages import (
+from bot.channels.telegram.alerts import SINK_PREFIX, TelegramAlertSink, delivery_error
+from bot.channels.telegram.limits import FloodLimiter, FloodLimits, transient
+from bot.channels.telegram.memory import ConversationMemory
+from bot.channels.telegram.officers import OfficerDesk
+from bot.channels.telegram.polling import Outcome, Poller
+from bot.channels.telegram.messages import (
     CHANNEL,
     DeleteAnswer,
     choice_keyboard,
@@ -57,7 +57,7 @@ from bot.channels.telegram_messages import (
     split_text,
     well_formed,
 )
-from bot.channels.telegram_raw import NotUnderstood, RawText, private_text, update_id_of
+from bot.channels.telegram.raw import NotUnderstood, RawText, private_text, update_id_of
 from bot.keyed_locks import KeyedLocks
 from bot.logs import exception_outline
 from bot.messages import InboundMessage, OutboundMessage, Purpose

@@ -4,7 +4,7 @@ Alerts are sent as HTML so the title can be bold, which means every piece of tex
 alert can quote what a tipster typed (with ``full_details``), and "<a href=...>" typed into a tip
 must reach officers as those characters, never as a link or formatting. Link previews are off so
 a URL in a tip is not fetched by Telegram either. Each alert carries Acknowledge / Show buttons
-(``telegram_officers``), labelled in the officers' language.
+(``officers``), labelled in the officers' language.
 
 Flood limit and digest. Telegram takes about 20 messages a minute in one group. The outbox worker
 hands this sink every row due for a group at once (``deliver_batch``, urgent rows first). While
@@ -37,9 +37,9 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Re
 from telegram.ext import ExtBot
 
 from bot.alerting import AlertComposer, ComposedAlert
-from bot.channels.telegram_limits import FloodLimiter, Retries, retry_seconds
-from bot.channels.telegram_messages import split_text
-from bot.channels.telegram_officers import officer_keyboard
+from bot.channels.telegram.limits import FloodLimiter, Retries, retry_seconds
+from bot.channels.telegram.messages import split_text
+from bot.channels.telegram.officers import officer_keyboard
 from bot.outbox import DeliveryError
 from storage.records import OutboxItem
 

@@ -1,0 +1,1 @@
+"""The SMS and WhatsApp channel through Twilio (see channel.py)."""
