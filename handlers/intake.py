@@ -291,6 +291,16 @@ async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> Convers
             prompts.show(turn, state)
             return state
         return await _record(turn, state, step, None)  # asked twice: it stays in the details
+    bare_yes_no = not turn.vocabulary.says_more_than_an_answer(text)
+    if bare_yes_no and turn.vocabulary.answer(text, (YES, NO), language, numbered=False) is not None:
+        # A bare "y" or "no" at a question that is not yes/no says nothing about it: never kept as
+        # the answer ("What: y"); "no he left" says more and is kept as typed. Asked once more; a second time the question is left unanswered.
+        if state.reasked == step.id:
+            return await _record(turn, state, step, None)
+        state.reasked = step.id
+        turn.say(language, "reprompt.choice")
+        prompts.show(turn, state)
+        return state
     return await _record(turn, state, step, text)
 
 

@@ -116,3 +116,31 @@ async def test_an_age_under_18_at_the_minors_question_is_yes_and_is_kept(engine:
         talk = Talk(engine, sender=f"age-{said}")
         await run_transcript(talk, [*_opening("1", answered_no=3), (said, ["where.question"])])
         assert (await _draft(store, talk))["answers"]["minors"] == expected, said
+
+
+async def test_a_yes_or_no_at_a_question_that_is_not_yes_no_is_asked_again_never_kept(
+    engine: Engine, store: SqliteStore
+) -> None:
+    """"y" at What is happening? once gave "What: y" in the review and the alert."""
+    talk = Talk(engine)
+    await run_transcript(
+        talk,
+        [
+            *_opening("1", answered_no=2),
+            ("y", ["reprompt.choice", "kind.question"]),
+            ("2", ["minors.question"]),
+            ("2", ["where.question"]),
+            ("motel", ["when.question"]),
+            ("ouais", ["reprompt.choice", "when.question"]),
+            ("nope", ["details.question"]),  # twice: left unanswered, still not kept
+        ],
+    )
+    state = await _draft(store, talk)
+    assert state["answers"]["kind"] == "labour" and state["answers"]["when"] is None
+    assert not {"y", "ouais", "nope"} & set(json.dumps(state).replace('"', " ").split())
+
+
+async def test_a_yes_or_no_with_more_words_is_kept_as_typed(engine: Engine, store: SqliteStore) -> None:
+    talk = Talk(engine)
+    await run_transcript(talk, [*_opening("1", answered_no=4), ("motel", ["when.question"]), ("no he left", ["details.question"])])
+    assert (await _draft(store, talk))["answers"]["when"] == "no he left"
