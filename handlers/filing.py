@@ -74,10 +74,7 @@ async def mark_urgent(turn: Turn, state: Report) -> None:
     reach officers with the report (at Send, or when it expires)."""
     state.answers.danger = "yes"  # even when the case already is: "No" at the review, then "help me"
     existing = await turn.tx.tips.get(state.tip_id) if state.tip_id else None
-    if existing is not None and existing.urgent:
-        _apply_answers(existing, state, turn.now)
-        await turn.tx.tips.save(existing)
-        return  # already alerted (BACK, then Yes again): the case says so, officers are not paged twice
+    alerted = existing is not None and existing.urgent  # BACK, then Yes again: not paged twice
     if existing is None:
         opened = await turn.tx.tips.urgent_since(turn.msg.sender, turn.now - URGENT_WINDOW)
         state.urgent_repeated = opened >= turn.config.urgent_alerts_per_hour
@@ -85,7 +82,7 @@ async def mark_urgent(turn: Turn, state: Report) -> None:
     _apply_answers(tip, state, turn.now)
     await turn.tx.tips.save(tip)
     state.tip_id = tip.id
-    if not state.urgent_repeated:
+    if not alerted and not state.urgent_repeated:
         turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.URGENT, turn.config.alert_sinks, turn.now)
 
 

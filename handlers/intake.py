@@ -294,7 +294,8 @@ async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> Convers
     bare_yes_no = not turn.vocabulary.says_more_than_an_answer(text)
     if bare_yes_no and turn.vocabulary.answer(text, (YES, NO), language, numbered=False) is not None:
         # A bare "y" or "no" at a question that is not yes/no says nothing about it: never kept as
-        # the answer ("What: y"); "no he left" says more and is kept as typed. Asked once more; a second time the question is left unanswered.
+        # the answer ("What: y"); "no he left" says more and is kept as typed. Asked once more, a
+        # second time the question is left unanswered.
         if state.reasked == step.id:
             return await _record(turn, state, step, None)
         state.reasked = step.id

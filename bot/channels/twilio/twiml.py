@@ -46,6 +46,5 @@ def render_twiml(replies: list[OutboundMessage], action: str | None = None) -> s
     return str(response)
 
 
-
 def twiml_response(replies: list[OutboundMessage], action: str | None = None) -> Response:
     return Response(render_twiml(replies, action), media_type="application/xml")
