@@ -186,6 +186,13 @@ async def _confirm_exit(turn: Turn, state: Report, step: Step, reading: Reading)
             # "exti", then "no, I don't want to stop": a slip, not an answer; ask the question again.
             prompts.show(turn, state)
             return state
+        if step.kind is StepKind.TEXT and not has_substance(turn, pending):
+            # The same slip at Where is not the place ("Where: exti" over the farm named before);
+            # it stays with the details, since "Quito" or "Exit 12" may be one, and Where is asked again.
+            state.keep([pending])
+            await filing.update_case(turn, state)
+            prompts.show(turn, state)
+            return state
         return await _answer_step(turn, state, step, pending)
     state.keep([pending])
     return await answer(turn, state, reading)

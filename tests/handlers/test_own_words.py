@@ -144,3 +144,20 @@ async def test_a_yes_or_no_with_more_words_is_kept_as_typed(engine: Engine, stor
     talk = Talk(engine)
     await run_transcript(talk, [*_opening("1", answered_no=4), ("motel", ["when.question"]), ("no he left", ["details.question"])])
     assert (await _draft(store, talk))["answers"]["when"] == "no he left"
+
+
+async def test_a_misspelt_exit_at_where_then_no_is_not_the_place(engine: Engine, store: SqliteStore) -> None:
+    """"exti", "no" at Where once replaced the place named before with "exti" (and alerted it)."""
+    talk = Talk(engine)
+    await run_transcript(
+        talk,
+        [
+            *_opening("1", answered_no=4),
+            ("exti", ["exit.confirm"]),
+            ("no", ["where.question"]),
+            ("Motel Lune, room 12", ["when.question"]),
+        ],
+    )
+    state = await _draft(store, talk)
+    assert state["answers"]["where"] == "Motel Lune, room 12"
+    assert state["answers"]["details"] == ["exti"]  # kept, as every word typed is: "Quito" may be a place
