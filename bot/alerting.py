@@ -41,5 +41,11 @@ class AlertComposer:
         wanted = set(item.payload.get("followup_ids", ()))
         if wanted:  # the texts are counted always, and quoted only with full_details
             additions = tuple(f.text for f in await self.store.followups.for_tip(tip.id) if f.id in wanted)
-        text = render_alert(self.catalogues, self.language, tip, event, full_details=self.full_details, additions=additions)
+        if event in (AlertEvent.ADDITION, AlertEvent.ANSWER):
+            pictures = int(item.payload.get("pictures", 0))
+        else:
+            pictures = await self.store.pictures.count_for_tip(tip.id)
+        text = render_alert(
+            self.catalogues, self.language, tip, event, full_details=self.full_details, additions=additions, pictures=pictures
+        )
         return ComposedAlert(tip, event, text)

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from bot.runtime import Runtime, load_or_create_keyring
 from bot.settings import Settings
@@ -96,6 +97,7 @@ def add_tip_commands(commands: argparse._SubParsersAction) -> None:
     export = actions.add_parser("export", help="all tips, decrypted, for the unit's case system")
     export.add_argument("--format", choices=("json", "csv"), default="json")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--media", metavar="DIR", help="also write every picture, decrypted, as DIR/<case>-<n>.jpg (created 0600)")
     actions.add_parser("audit", help="print the officer audit log and verify its hash chain")
     commands.add_parser("purge", help="apply retention now")
 
@@ -114,7 +116,7 @@ def _flags(tip: Tip) -> str:
     return " ".join(f for f, on in flags if on)
 
 
-def tip_record(tip: Tip, followups: list) -> dict:
+def tip_record(tip: Tip, followups: list, pictures: int = 0) -> dict:
     return {
         "case": tip.case_number,
         "status": tip.status.value,
@@ -129,6 +131,7 @@ def tip_record(tip: Tip, followups: list) -> dict:
         "updated": _when(tip.updated_at),
         "answers": tip.answers,
         "followups": [{"author": f.author, "at": _when(f.created_at), "text": f.text} for f in followups],
+        "pictures": pictures,
     }
 
 
@@ -185,11 +188,15 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"tipline: no case {args.case}", file=sys.stderr)
                 return 1
             await _audited(store, "view", [tip])
-            print(json.dumps(tip_record(tip, await store.followups.for_tip(tip.id)), indent=2, ensure_ascii=False))
+            record = tip_record(tip, await store.followups.for_tip(tip.id), await store.pictures.count_for_tip(tip.id))
+            print(json.dumps(record, indent=2, ensure_ascii=False))
             return 0
         everything = await store.tips.list(None, limit=None)
         await _audited(store, "export", [])
-        records = [tip_record(t, await store.followups.for_tip(t.id)) for t in everything]
+        records = [tip_record(t, await store.followups.for_tip(t.id), await store.pictures.count_for_tip(t.id)) for t in everything]
+        if args.media:
+            written = await _export_pictures(store, everything, Path(args.media))
+            print(f"tipline: {written} pictures written to {args.media}", file=sys.stderr)
         text = _export(records, args.format)
         if args.output:
             _write_private(args.output, text)
@@ -198,6 +205,25 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         await store.close()
+
+
+async def _export_pictures(store: SqliteStore, tips: list[Tip], folder: Path) -> int:
+    """Every case's pictures as ``<case>-<n>.jpg``, each readable by its owner only from its first
+    byte, in a folder only its owner can enter. Audited with the export."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    written = 0
+    for tip in tips:
+        for index, picture_id in enumerate(await store.pictures.ids_for_tip(tip.id), start=1):
+            image = await store.pictures.get(picture_id)
+            if image is None:
+                continue
+            fd = os.open(folder / f"{tip.case_number}-{index}.jpg", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(image)
+            written += 1
+    return written
 
 
 def _write_private(path: str, text: str) -> None:

@@ -20,7 +20,9 @@ from bot.i18n import Catalogues
 from bot.keyed_locks import KeyedLocks
 from bot.logs import exception_outline
 from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, Purpose
+from bot.pictures import PictureReceiver, Received
 from bot.rate_limit import RateLimiter, Verdict
+from bot.settings import PictureSettings
 from handlers import filing, followup, intake, officer, replies
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
@@ -47,6 +49,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         on_alerts: Callable[[], None] = lambda: None,
         rate_limiter: RateLimiter | None = None,
+        pictures: PictureReceiver | None = None,
     ) -> None:
         self.store = store
         self.catalogues = catalogues
@@ -58,6 +61,8 @@ class Engine:
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self.failures = 0  # messages whose handling raised and was contained (see handle)
         self.vocabulary = Vocabulary.from_catalogues(catalogues)
+        # Channels add their sources at start; without one, a picture is "could not be received".
+        self.pictures = pictures if pictures is not None else PictureReceiver(PictureSettings())
 
     async def _exempt_from_flood_limit(self, msg: InboundMessage) -> bool:
         """EXIT always works while there is something to erase (a person in danger must be able to
@@ -100,6 +105,7 @@ class Engine:
 
     async def _handle(self, msg: InboundMessage) -> list[OutboundMessage]:
         key = _processed_key(msg)
+        pictures = await self._receive_pictures(msg, key)
         async with self.store.transaction() as tx:
             if key is not None:
                 earlier = await tx.processed.replies_for(key)
@@ -107,8 +113,12 @@ class Engine:
                     log.info("duplicate %s message ignored (sender %s)", msg.channel, msg.sender[:8])
                     return [_outbound(r) for r in earlier]
             await self._rekey(msg, tx)
-            turn = self._turn(msg, tx)
+            turn = self._turn(msg, tx, pictures)
             await self._dispatch(turn)
+            if any(r.purpose is Purpose.ERASED for r in turn.replies):
+                # Every way of erasing (EXIT, Cancel, STOP; a draft that could not be read) takes the
+                # draft's pictures along, found by sender even when the draft names none.
+                await tx.pictures.delete_owned(msg.sender)
             await self._remember(turn, key)
         await self._after(turn)
         return turn.replies
@@ -138,8 +148,17 @@ class Engine:
             if moved:
                 log.info("sender %s: %d rows moved to this epoch's pseudonym", msg.sender[:8], moved)
 
-    def _turn(self, msg: InboundMessage, tx: Repositories) -> Turn:
-        return Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash, self.vocabulary)
+    def _turn(self, msg: InboundMessage, tx: Repositories, pictures: tuple[Received, ...] = ()) -> Turn:
+        return Turn(msg, self._clock(), tx, self.catalogues, self.config, self._receipt_hash, self.vocabulary, pictures)
+
+    async def _receive_pictures(self, msg: InboundMessage, key: str | None) -> tuple[Received, ...]:
+        """Fetch and strip the message's pictures before its transaction (network and CPU work
+        never hold the database), unless it is a retry already answered."""
+        if not msg.media or msg.officer is not None:
+            return ()
+        if key is not None and await self.store.processed.replies_for(key) is not None:
+            return ()
+        return await self.pictures.receive(msg.media)
 
     async def open_conversation(self, msg: InboundMessage) -> list[OutboundMessage]:
         """A channel that starts the talking (the console): resume a draft or show the first prompt."""
@@ -359,4 +378,5 @@ def _outbound(data: dict[str, Any]) -> OutboundMessage:
         purpose=Purpose(data.get("purpose", "prompt")),
         key=data.get("key", ""),
         language=data.get("language", "en"),
+        pictures=tuple(data.get("pictures", ())),
     )

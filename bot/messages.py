@@ -35,6 +35,18 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class MediaRef:
+    """A picture (or other file) a message carried, as its channel can fetch it: a Twilio media
+    path, a Telegram file id. Never logged (repr=False), never stored."""
+
+    source: str  # the channel that can fetch it: "twilio", "telegram"
+    locator: str = field(repr=False)
+    content_type: str = ""  # as the provider declared it
+    size: int | None = None  # bytes, when the provider says before the download
+    fetchable: bool = True  # False: it failed the channel's checks (a URL on another host): never fetched
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     channel: str  # "console", "telegram", "sms", "whatsapp"
     sender: str  # pseudonym under the current epoch's pepper, never a provider id
@@ -45,7 +57,8 @@ class InboundMessage:
     # Where a reply could be sent later. Kept in memory only; stored (encrypted) solely when the
     # tipster consents at [contact]. repr=False keeps it out of any log line or traceback.
     reply_address: str | None = field(default=None, repr=False)
-    has_media: bool = False
+    has_media: bool = False  # a file of any kind came with the message
+    media: tuple[MediaRef, ...] = ()  # those of them that may be pictures
     officer: str | None = None  # officer pseudonym when it comes from an officer chat
     message_ref: str | None = None  # provider message id of this message (Telegram deletion)
     # The same tipster's pseudonym under the previous epoch's pepper: what is stored under it (a
@@ -60,3 +73,6 @@ class OutboundMessage:
     purpose: Purpose = Purpose.PROMPT
     key: str = ""  # the catalogue key that produced the text (tests and channels read it)
     language: str = "en"
+    # Stored pictures to send after the text (an officer's /photos): ids, read by the channel when
+    # it sends, so a cached reply never holds a picture.
+    pictures: tuple[str, ...] = ()

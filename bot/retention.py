@@ -16,12 +16,13 @@ SET_ASIDE_DAYS = 7.0  # a draft that could not be read is kept this long for a l
 
 async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
     keep = settings.retention
-    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0, "cached replies": 0, "tip senders": 0}
+    removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0, "cached replies": 0, "tip senders": 0, "pictures": 0}
     closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=None)
     async with store.transaction() as tx:
         for tip in closed:
             if (tip.closed_at or tip.updated_at) < now - keep.closed_tip_days * DAY:
                 await tx.followups.delete_for_tip(tip.id)
+                removed["pictures"] += await tx.pictures.delete_for_tip(tip.id)
                 await tx.tips.delete(tip.id)
                 removed["closed tips"] += 1
             elif tip.contact_address is not None:
@@ -37,5 +38,8 @@ async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
         removed["cached replies"] = await tx.processed.purge_replies_before(now - keep.cached_reply_hours * 3600)
         # A tip's sender pseudonym serves only the hourly urgent-alert limit (the upkeep clears it too).
         removed["tip senders"] = await tx.senders.forget_tip_senders(now - URGENT_WINDOW)
+        # Pictures that no draft and no case leads to any more (a draft lost to a crash, or set
+        # aside and purged): a day is far longer than any draft lives between two messages.
+        removed["pictures"] += await tx.pictures.purge_orphans(now - DAY)
     await store.checkpoint()  # what was deleted does not linger in the write-ahead log
     return removed

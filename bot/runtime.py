@@ -18,6 +18,7 @@ from bot.channels.console import ConsoleSink
 from bot.engine import Engine
 from bot.i18n import Catalogues
 from bot.outbox import OutboxWorker, Sink
+from bot.pictures import PictureReceiver
 from bot.pseudonyms import upkeep
 from bot.retention import purge
 from bot.settings import Settings
@@ -64,6 +65,8 @@ def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> Conversat
         receipt_failures_global_per_hour=settings.receipt_failures_per_hour,
         urgent_alerts_per_hour=settings.urgent_alerts_per_hour,
         cached_reply_seconds=settings.retention.cached_reply_hours * 3600,
+        pictures_per_report=settings.pictures.per_report,
+        picture_max_bytes=settings.pictures.max_bytes,
     )
 
 
@@ -102,7 +105,8 @@ class Runtime:
         composer = AlertComposer(store, catalogues, settings.officers.language, settings.officers.full_details)
         tipster_sink = TipsterSink(store, catalogues)
         worker = OutboxWorker(store, {"console": ConsoleSink(composer), "tipster": tipster_sink})
-        engine = Engine(store, cipher, catalogues, conversation_config(settings, ("console",)), on_alerts=worker.wake)
+        config = conversation_config(settings, ("console",))
+        engine = Engine(store, cipher, catalogues, config, on_alerts=worker.wake, pictures=PictureReceiver(settings.pictures))
         runtime = cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink, lock=lock)
         worker.allowed = runtime.sends_to
         return runtime

@@ -90,6 +90,16 @@ class RetentionSettings(BaseModel):
     cached_reply_hours: float = Field(2, gt=0, le=48)
 
 
+class PictureSettings(BaseModel):
+    """Pictures sent with a report (bot.pictures): how many, how big, how long a fetch may take."""
+
+    per_report: int = Field(10, ge=0)  # 0 turns pictures off: each is answered "describe it in words"
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # one picture as sent, before it is re-encoded
+    max_pixels: int = Field(40_000_000, ge=10_000, le=80_000_000)  # width x height; beyond it a file is refused unread (a bomb)
+    max_side: int = Field(2048, ge=64)  # the kept copy is scaled down to this longest side
+    fetch_timeout_seconds: float = Field(8, gt=0, le=14)  # all pictures of one message; Twilio waits 15 s
+
+
 class ServerSettings(BaseModel):
     """Limits of ``serve``'s HTTP server against slow or idle clients (slowloris, stalled bodies)."""
 
@@ -139,6 +149,7 @@ class Settings(BaseSettings):
     officers: OfficerSettings = Field(default_factory=OfficerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    pictures: PictureSettings = Field(default_factory=PictureSettings)
 
     @field_validator("public_url")
     @classmethod

@@ -42,13 +42,22 @@ _TITLE_KEYS = {
 
 
 async def enqueue_alert(
-    tx: Repositories, tip: Tip, event: AlertEvent, sinks: tuple[str, ...], now: float, followup_ids: list[str] | None = None
+    tx: Repositories,
+    tip: Tip,
+    event: AlertEvent,
+    sinks: tuple[str, ...],
+    now: float,
+    followup_ids: list[str] | None = None,
+    pictures: int = 0,
 ) -> int:
-    """One outbox row per officer sink. ``followup_ids`` name the texts an ADDITION/ANSWER is about."""
+    """One outbox row per officer sink. ``followup_ids`` name the texts an ADDITION/ANSWER is about,
+    ``pictures`` how many pictures came with it."""
     priority = 2 if tip.urgent else 1 if tip.minor else 0
     payload: dict[str, object] = {"kind": "alert", "event": event.value, "tip_id": tip.id}
     if followup_ids:
         payload["followup_ids"] = followup_ids
+    if pictures:
+        payload["pictures"] = pictures
     for sink in sinks:
         await tx.outbox.add(
             OutboxItem(
@@ -99,10 +108,17 @@ def render_notice(catalogues: Catalogues, language: str, notice: Notice) -> str:
 
 
 def render_alert(
-    catalogues: Catalogues, language: str, tip: Tip, event: AlertEvent, *, full_details: bool, additions: tuple[str, ...] = ()
+    catalogues: Catalogues,
+    language: str,
+    tip: Tip,
+    event: AlertEvent,
+    *,
+    full_details: bool,
+    additions: tuple[str, ...] = (),
+    pictures: int = 0,
 ) -> str:
     """Plain text; channels escape it for their own markup. The first line is the headline; the
-    second says what happened."""
+    second says what happened. ``pictures``: the case's (an addition's: those it brought)."""
     t = catalogues.text
     lines = [view.headline(catalogues, language, tip), t(language, _TITLE_KEYS[event], case=tip.case_number)]
     if event in (AlertEvent.WITHDRAWN, AlertEvent.CLEARED):
@@ -111,8 +127,10 @@ def render_alert(
         # What arrived, and how to read it in one tap (the Show button, or the command).
         if full_details and additions:
             lines.extend(f"+ {text}" for text in additions)
-        else:
+        elif additions or not pictures:
             lines.append(t(language, "alert.arrived", count=max(1, len(additions)), case=tip.case_number))
+        if pictures:
+            lines.append(t(language, "alert.pictures", count=pictures, case=tip.case_number))
         return "\n".join(lines)
     for step in REPORT_STEPS:
         if step.id in ("details", "contact", "danger") and not (step.id == "details" and full_details):
@@ -122,6 +140,8 @@ def render_alert(
         lines.append(view.line(catalogues, language, step.id, tip.answers.get(step.id)))
     if not full_details and tip.answers.get("details"):
         lines.append(t(language, "alert.details_hidden", case=tip.case_number))
+    if pictures:
+        lines.append(t(language, "alert.pictures", count=pictures, case=tip.case_number))
     lines.append(view.channel_line(catalogues, language, tip))
     lines.append(view.contact_line(catalogues, language, tip))
     return "\n".join(lines)

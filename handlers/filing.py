@@ -82,6 +82,8 @@ async def mark_urgent(turn: Turn, state: Report) -> None:
     _apply_answers(tip, state, turn.now)
     await turn.tx.tips.save(tip)
     state.tip_id = tip.id
+    if state.pictures:
+        await turn.tx.pictures.file(turn.msg.sender, tip.id, keep_owner=True)  # /photos shows them now
     if not alerted and not state.urgent_repeated:
         turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.URGENT, turn.config.alert_sinks, turn.now)
 
@@ -147,6 +149,7 @@ async def submit(turn: Turn, state: Report) -> Sent:
     tip.receipt_hash = turn.receipt_hash(digits)
     await turn.tx.tips.save(tip)
     await turn.tx.drafts.delete(turn.msg.sender)
+    await turn.tx.pictures.file(turn.msg.sender, tip.id)
     turn.alerts_queued += await enqueue_alert(turn.tx, tip, AlertEvent.NEW, turn.config.alert_sinks, turn.now)
     turn.say(tip.language, "submitted.receipt", purpose=Purpose.RECEIPT, receipt=format_receipt(digits))
     return Sent(tip_id=tip.id, language=tip.language, channel=state.channel)
@@ -176,8 +179,9 @@ async def expire(tx: Repositories, sender: str, state: ConversationState, sinks:
     Returns how many alerts (or additions) were queued."""
     await tx.drafts.delete(sender)
     if isinstance(state, Addition):
-        return await file_addition(tx, state.tip_id, state.lines, sinks, now)
+        return await file_addition(tx, state.tip_id, state.lines, sinks, now, owner=sender)
     if not isinstance(state, Report) or not state.has_substance():
+        await tx.pictures.delete_owned(sender)  # nothing to file them with (an erased draft's)
         return 0  # an answer window's answers and a receipt's case are already filed
     tip = await _tip_for(tx, state, sender, now)
     _apply_answers(tip, state, now)
@@ -185,17 +189,26 @@ async def expire(tx: Repositories, sender: str, state: ConversationState, sinks:
     tip.complete = False
     tip.contact_ok = False
     await tx.tips.save(tip)
+    await tx.pictures.file(sender, tip.id)
     return await enqueue_alert(tx, tip, AlertEvent.INCOMPLETE, sinks, now)
 
 
-async def file_addition(tx: Repositories, tip_id: str, lines: list[str], sinks: tuple[str, ...], now: float) -> int:
-    """Lines added to a case (ADD, or an ADD left unfinished), with one alert. Nothing is added to
-    a case that is gone or closed. Returns the number of lines added."""
+async def file_addition(
+    tx: Repositories, tip_id: str, lines: list[str], sinks: tuple[str, ...], now: float, *, owner: str | None = None
+) -> int:
+    """Lines (and the pictures ``owner`` sent with them) added to a case (ADD, or an ADD left
+    unfinished), with one alert. Nothing is added to a case that is gone or closed: the pictures
+    are then erased. Returns how many lines and pictures were added."""
     tip = await tx.tips.get(tip_id)
-    if tip is None or not lines or tip.status in (TipStatus.CLOSED, TipStatus.WITHDRAWN):
+    if tip is None or tip.status in (TipStatus.CLOSED, TipStatus.WITHDRAWN):
+        if owner is not None:
+            await tx.pictures.delete_owned(owner)
+        return 0
+    pictures = await tx.pictures.file(owner, tip.id) if owner is not None else 0
+    if not lines and not pictures:
         return 0
     added = [Followup(uuid.uuid4().hex, tip.id, "tipster", line, now) for line in lines]
     for followup in added:
         await tx.followups.add(followup)
-    await enqueue_alert(tx, tip, AlertEvent.ADDITION, sinks, now, followup_ids=[f.id for f in added])
-    return len(added)
+    await enqueue_alert(tx, tip, AlertEvent.ADDITION, sinks, now, followup_ids=[f.id for f in added], pictures=pictures)
+    return len(added) + pictures

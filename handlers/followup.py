@@ -13,7 +13,7 @@ import uuid
 from bot.messages import Purpose
 from handlers.alerts import AlertEvent, Notice, enqueue_alert, enqueue_notice
 from handlers.filing import file_addition, format_receipt, receipt_digits
-from handlers import filing, intake
+from handlers import filing, intake, pictures
 from handlers.replies import pieces
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent
 from handlers.turn import Turn
@@ -110,6 +110,11 @@ async def continue_add(turn: Turn, state: Addition, reading: Reading) -> Additio
     """A message while ADD collects text: DONE sends, EXIT erases (a maybe-EXIT is asked about
     once), a danger phrase makes the case urgent, anything else is added."""
     language = state.language
+    if turn.msg.has_media:
+        state.pictures = await pictures.keep_with_draft(turn, language, state.pictures)
+        if not reading.text:
+            turn.say(language, "add.more")
+            return state
     if state.confirming_exit is not None:
         pending, state.confirming_exit = state.confirming_exit, None
         said = turn.vocabulary.answer(reading.text, (YES, NO), language)
@@ -133,7 +138,7 @@ async def continue_add(turn: Turn, state: Addition, reading: Reading) -> Additio
         turn.say(language, "add.question")
         return state
     if reading.control is Control.DONE:
-        if await _add(turn, state.tip_id, state.lines):
+        if await _add(turn, state.tip_id, state.lines, with_pictures=state.pictures > 0):
             turn.say(language, "add.sent")
         else:
             turn.say(language, "add.nothing")
@@ -151,9 +156,10 @@ async def continue_add(turn: Turn, state: Addition, reading: Reading) -> Additio
     return state
 
 
-async def _add(turn: Turn, tip_id: str, lines: list[str]) -> bool:
+async def _add(turn: Turn, tip_id: str, lines: list[str], *, with_pictures: bool = False) -> bool:
     """Whether anything was added (nothing is added to a case that is gone or closed)."""
-    added = await file_addition(turn.tx, tip_id, lines, turn.config.alert_sinks, turn.now)
+    owner = turn.msg.sender if with_pictures else None
+    added = await file_addition(turn.tx, tip_id, lines, turn.config.alert_sinks, turn.now, owner=owner)
     turn.alerts_queued += added
     return added > 0
 
@@ -186,8 +192,15 @@ async def answer(turn: Turn, state: AnswerWindow, reading: Reading) -> Conversat
     language = state.language
     if reading.control is Control.EXIT:
         await turn.tx.followups.delete(state.answer_ids)
+        await turn.tx.pictures.delete(state.picture_ids)
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
+    if turn.msg.has_media:
+        added = await pictures.add_to_case(turn, language, state.tip_id)
+        state.picture_ids = [*state.picture_ids, *added]
+        await _pictures_alert(turn, state.tip_id, AlertEvent.ANSWER, added)
+        if not reading.text:
+            return state
     if reading.is_(Control.HELP):
         turn.say(language, "answer.help", minutes=round(turn.config.answer_window_seconds / 60))
         return state
@@ -220,6 +233,12 @@ async def after_receipt(turn: Turn, state: Sent, reading: Reading) -> Conversati
     if reading.is_(Control.EXIT):
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
+    if turn.msg.has_media:
+        # Sent right after the receipt, a picture is meant for the report just sent.
+        added = await pictures.add_to_case(turn, language, state.tip_id)
+        await _pictures_alert(turn, state.tip_id, AlertEvent.ADDITION, added)
+        if not reading.text:
+            return state
     if reading.is_(Control.HELP):
         turn.say(language, "help.idle")
         return state
@@ -227,3 +246,10 @@ async def after_receipt(turn: Turn, state: Sent, reading: Reading) -> Conversati
         turn.say(language, "sent.already")
         return state
     return await intake.start(turn, reading)
+
+
+async def _pictures_alert(turn: Turn, tip_id: str, event: AlertEvent, added: list[str]) -> None:
+    """Officers hear of pictures added to a case they already have."""
+    tip = await turn.tx.tips.get(tip_id) if added else None
+    if tip is not None:
+        turn.alerts_queued += await enqueue_alert(turn.tx, tip, event, turn.config.alert_sinks, turn.now, pictures=len(added))

@@ -18,7 +18,7 @@ How a message is understood, in order (the words themselves are in the catalogue
 from __future__ import annotations
 
 from bot.messages import Choice, InboundKind, Purpose
-from handlers import filing, prompts
+from handlers import filing, pictures, prompts
 from handlers.flow import BY_ID, FIRST_STEP, QUESTION_AFTER_LANGUAGE, REPORT_STEPS, Effect, Option, Step, StepKind
 from handlers.language_id import identify
 from handlers.replies import (
@@ -50,8 +50,7 @@ async def start(turn: Turn, reading: Reading) -> Report:
         _keep_described(turn, state, text)
     if not language and text and identify(text) == "other":
         state.language_unknown = True
-    if msg.has_media:
-        turn.say(language or "en", "media.note")
+    state.pictures = await pictures.keep_with_draft(turn, language or "en", 0)
     state.language = language
     if reading.danger:
         await _urgent(turn, state)
@@ -87,9 +86,9 @@ async def answer(turn: Turn, state: Report, reading: Reading) -> ConversationSta
         prompts.show(turn, state)
         return state
     if turn.msg.has_media:
-        turn.say(state.speaking, "media.note")
+        state.pictures = await pictures.keep_with_draft(turn, state.speaking, state.pictures, state.tip_id)
         if not text:
-            prompts.show(turn, state)
+            prompts.show(turn, state)  # a picture alone answers no question: where we are, again
             return state
     if state.confirming_exit is not None:
         return await _confirm_exit(turn, state, step, reading)

@@ -6,6 +6,7 @@ officer chat (``InboundMessage.officer`` = the officer's pseudonym) and this mod
     /ack CASE                acknowledge (audited)
     /reply CASE text         anonymous reply to the tipster (audited)
     /close CASE reason       close; the contact address is erased (audited)
+    /photos CASE             the case's pictures, sent protected (audited)
     /stats                   counts (audited)
 
 Every list, stats, view, acknowledgement, reply and close is written to the keyed hash-chained
@@ -125,6 +126,9 @@ async def _show(turn: Turn, language: str, tip: Tip, rest: str) -> None:
     lines.extend(view.line(c, language, step.id, tip.answers.get(step.id)) for step in REPORT_STEPS if step.id != "contact")
     lines.append(view.contact_line(c, language, tip))
     lines.append(view.channel_line(c, language, tip))
+    pictures = await turn.tx.pictures.count_for_tip(tip.id)
+    if pictures:
+        lines.append(t(language, "alert.pictures", count=pictures, case=tip.case_number))
     followups = await turn.tx.followups.for_tip(tip.id)
     if followups:
         lines.append(t(language, "officer.followups") + ":")
@@ -175,7 +179,19 @@ async def _close(turn: Turn, language: str, tip: Tip, rest: str) -> None:
     _say(turn, language, "officer.close.done", case=tip.case_number)
 
 
-_ACTIONS = {"show": _show, "ack": _ack, "reply": _reply, "close": _close}
+async def _photos(turn: Turn, language: str, tip: Tip, rest: str) -> None:
+    """The case's pictures, sent after one line by the channel (Telegram: protected, so they
+    cannot be forwarded or saved). Audited like /show, whether or not there are any."""
+    ids = await turn.tx.pictures.ids_for_tip(tip.id)
+    await _audit(turn, "photos", tip)
+    if not ids:
+        _say(turn, language, "officer.photos.none", case=tip.case_number)
+        return
+    text = turn.text(language, "officer.photos.header", case=tip.case_number, count=len(ids))
+    turn.say_text(language, "officer.photos.header", text, purpose=Purpose.OFFICER, pictures=tuple(ids))
+
+
+_ACTIONS = {"show": _show, "ack": _ack, "reply": _reply, "close": _close, "photos": _photos}
 
 
 def _when(turn: Turn, language: str, timestamp: float) -> str:

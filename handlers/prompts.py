@@ -60,4 +60,6 @@ def summary(turn: Turn, state: Report) -> str:
         else:
             shown = answer_label(turn.catalogues, language, step.id, value)
         lines.append(f"{turn.text(language, step.summary_key)}: {shown}")
+        if step.kind is StepKind.MULTI_TEXT and state.pictures:
+            lines.append(f"{turn.text(language, 'summary.pictures')}: {state.pictures}")
     return "\n".join(lines)

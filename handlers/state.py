@@ -84,6 +84,7 @@ class Report(_Model):
     confirming_exit: str | None = None  # a message that may have meant EXIT, until the person says
     reasked: str | None = None  # the step asked once more after an answer it could not place
     language_unknown: bool = False  # the person wrote in neither English nor French
+    pictures: int = Field(0, ge=0)  # pictures kept with this draft (storage holds them, by sender)
 
     @field_validator("step", "resume_step")
     @classmethod
@@ -114,10 +115,10 @@ class Report(_Model):
         return found
 
     def has_substance(self) -> bool:
-        """Worth filing if left unfinished: danger, a place, or details. (A message waiting for
+        """Worth filing if left unfinished: danger, a place, details or a picture. (A message waiting for
         "Stop and erase?" is not: it may have been an EXIT, and an exit is never filed.)"""
         a = self.answers
-        return a.danger == "yes" or bool(a.where) or bool(a.details)
+        return a.danger == "yes" or bool(a.where) or bool(a.details) or self.pictures > 0
 
     def keep(self, lines: list[str]) -> None:
         """Keep text the person typed that answers no question as it stands (never dropped)."""
@@ -132,6 +133,7 @@ class Addition(_Model):
     language: str = "en"
     channel: str = "unknown"
     confirming_exit: str | None = None  # a line that may have meant EXIT, until the person says
+    pictures: int = Field(0, ge=0)  # pictures waiting for DONE (storage holds them, by sender)
 
     @property
     def speaking(self) -> str:
@@ -148,6 +150,7 @@ class AnswerWindow(_Model):
     language: str = "en"
     channel: str = "unknown"
     answer_ids: list[str] = Field(default_factory=list)
+    picture_ids: list[str] = Field(default_factory=list)  # pictures sent in it (EXIT erases them too)
 
     @property
     def speaking(self) -> str:

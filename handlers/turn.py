@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from bot.i18n import Catalogues
 from bot.messages import Choice, InboundMessage, OutboundMessage, Purpose
+from bot.pictures import Received
 from handlers.understanding import Vocabulary
 from storage.interfaces import Repositories
 
@@ -30,6 +31,8 @@ class ConversationConfig:
     urgent_alerts_per_hour: int = 3  # per sender; later urgent cases are filed, flagged, not alerted at once
     receipt_failures_global_per_hour: int = 200  # all senders together, then look-ups pause
     cached_reply_seconds: float = 2 * 3600  # replies kept for a provider's retry, then dropped
+    pictures_per_report: int = 10  # 0: pictures are not kept at all
+    picture_max_bytes: int = 10 * 1024 * 1024  # said to the person when a picture is refused for its size
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Turn:
     config: ConversationConfig
     receipt_hash: Callable[[str], str]  # keyed hash of a receipt's digits
     vocabulary: Vocabulary  # the catalogues' word lists, read once
+    # What became of the pictures the message carried (fetched and stripped before the transaction).
+    pictures: tuple[Received, ...] = ()
     replies: list[OutboundMessage] = field(default_factory=list)
     alerts_queued: int = 0
 
@@ -58,5 +63,13 @@ class Turn:
     ) -> None:
         self.replies.append(OutboundMessage(self.text(language, key, **values), choices, purpose, key, language))
 
-    def say_text(self, language: str, key: str, text: str, choices: tuple[Choice, ...] = (), purpose: Purpose = Purpose.PROMPT) -> None:
-        self.replies.append(OutboundMessage(text, choices, purpose, key, language))
+    def say_text(
+        self,
+        language: str,
+        key: str,
+        text: str,
+        choices: tuple[Choice, ...] = (),
+        purpose: Purpose = Purpose.PROMPT,
+        pictures: tuple[str, ...] = (),
+    ) -> None:
+        self.replies.append(OutboundMessage(text, choices, purpose, key, language, pictures))

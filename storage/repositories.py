@@ -77,6 +77,7 @@ class SqliteDraftRepository(_Repository):
     async def erase(self, sender: str) -> None:
         await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (sender,))
         await self._conn.execute("DELETE FROM drafts_aside WHERE sender = ?", (sender,))
+        await self._conn.execute("DELETE FROM pictures WHERE owner = ?", (sender,))
 
     async def set_aside_count(self) -> int:
         return int((await self._one("SELECT count(*) FROM drafts_aside"))[0])

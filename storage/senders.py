@@ -67,6 +67,7 @@ class SqliteSenderRepository(_Repository):
         if old == new:
             return 0
         moved = await self._rekey_draft(old, new, at)
+        moved += (await self._conn.execute("UPDATE pictures SET owner = ? WHERE owner = ?", (new, old))).rowcount
         for table in ("drafts_aside", "receipt_failures", "cached_replies"):
             cursor = await self._conn.execute(f"UPDATE {table} SET sender = ? WHERE sender = ?", (new, old))
             moved += cursor.rowcount

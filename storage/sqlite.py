@@ -34,6 +34,7 @@ from storage.repositories import (
     tip_plain_columns,
     tip_seal,
 )
+from storage.pictures import SqlitePictureRepository
 from storage.senders import SqlitePepperRepository, SqliteSenderRepository, load_latest_peppers
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE pseudonym_peppers (epoch INTEGER PRIMARY KEY, pepper BLOB NOT NULL);
     """,
+    # Pictures sent with a report, stripped of their metadata and sealed (storage.pictures). While
+    # the report is a draft they belong to its sender (``owner``), so EXIT erases them even when the
+    # draft cannot be read; a filed report's are the case's (``tip_id``) and name no sender.
+    """
+    CREATE TABLE pictures (
+        id TEXT PRIMARY KEY,
+        owner TEXT,
+        tip_id TEXT,
+        created_at REAL NOT NULL,
+        image BLOB NOT NULL
+    );
+    CREATE INDEX pictures_owner ON pictures (owner);
+    CREATE INDEX pictures_tip ON pictures (tip_id, created_at);
+    """,
 )
 
 # Every encrypted column, as (table, key column, blob column, SQL of the row its associated data
@@ -173,6 +188,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("outbox", "id", "payload", "id || '|' || sink"),
     ("message_refs", "sender", "refs", "sender"),
     ("pseudonym_peppers", "epoch", "pepper", "CAST(epoch AS TEXT)"),
+    ("pictures", "id", "image", "id"),
 )
 
 
@@ -192,6 +208,7 @@ class _Repos:
     message_refs: SqliteMessageRefRepository
     peppers: SqlitePepperRepository
     senders: SqliteSenderRepository
+    pictures: SqlitePictureRepository
 
     @classmethod
     def over(cls, conn: aiosqlite.Connection, cipher: Cipher) -> _Repos:
@@ -206,6 +223,7 @@ class _Repos:
             SqliteMessageRefRepository(conn, cipher),
             SqlitePepperRepository(conn, cipher),
             SqliteSenderRepository(conn, cipher),
+            SqlitePictureRepository(conn, cipher),
         )
 
 
@@ -233,6 +251,7 @@ class SqliteStore:
         self.message_refs = self._read.message_refs
         self.peppers = self._read.peppers
         self.senders = self._read.senders
+        self.pictures = self._read.pictures
 
     @classmethod
     async def open(cls, data_dir: Path, cipher: Cipher) -> SqliteStore:

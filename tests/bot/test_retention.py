@@ -37,11 +37,24 @@ async def test_purge_applies_each_rule_and_keeps_the_rest(store: SqliteStore, ma
         for sender, at in (("old-aside", NOW - 30 * DAY), ("new-aside", NOW - DAY)):
             await tx.drafts.save(Draft(sender, {"v": 2, "mode": "report"}, at, at))
             await tx.drafts.set_aside(sender, at)
+        # Pictures: the purged case's go with it; the others stay; a draft's stays while its draft
+        # (or the draft set aside) lives; one no draft leads to goes once a day old.
+        await tx.pictures.add("p-old-closed", b"jpeg1", NOW - 100 * DAY, tip_id=old_closed.id)
+        await tx.pictures.add("p-open", b"jpeg2", NOW - 400 * DAY, tip_id=old_open.id)
+        await tx.drafts.save(Draft("writing", {"v": 2, "mode": "report"}, NOW - 2 * DAY, NOW + 600))
+        await tx.pictures.add("p-writing", b"jpeg3", NOW - 2 * DAY, owner="writing")
+        await tx.pictures.add("p-aside", b"jpeg4", NOW - 2 * DAY, owner="new-aside")
+        await tx.pictures.add("p-lost", b"jpeg5", NOW - 2 * DAY, owner="gone")
+        await tx.pictures.add("p-lost-new", b"jpeg6", NOW - 600, owner="gone")
 
     removed = await purge(store, make_settings(), NOW)
 
-    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1, "set-aside drafts": 1, "cached replies": 1, "tip senders": 2}
+    assert removed == {"closed tips": 1, "contact addresses": 1, "outbox rows": 1, "provider ids": 1, "message refs": 1, "set-aside drafts": 1, "cached replies": 1, "tip senders": 2, "pictures": 2}
     assert await store.drafts.set_aside_count() == 1
+    for gone in ("p-old-closed", "p-lost"):
+        assert await store.pictures.get(gone) is None
+    for kept_id in ("p-open", "p-writing", "p-aside", "p-lost-new"):
+        assert await store.pictures.get(kept_id) is not None
     assert await store.tips.get(old_closed.id) is None and await store.followups.for_tip(old_closed.id) == []
     kept = await store.tips.get(recent_closed.id)
     assert kept is not None and kept.contact_address is None and len(await store.followups.for_tip(kept.id)) == 1

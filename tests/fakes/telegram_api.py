@@ -29,7 +29,7 @@ from typing import Any, Callable
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 BOT_USER = {"id": 999, "is_bot": True, "first_name": "Tipline", "username": "tipline_test_bot",
@@ -110,13 +110,15 @@ class FakeTelegramAPI:
             "deleteWebhook": self._delete_webhook, "getWebhookInfo": self._webhook_info,
             "setMyCommands": self._set_commands, "getMyCommands": self._get_commands,
             "close": always_true, "logOut": always_true,
+            "getFile": self._get_file, "sendPhoto": self._send_photo,
         }
         # Bot API method names are case-insensitive; we record the canonical name.
         self._canonical = {name.lower(): name for name in [*self._handlers, "getUpdates"]}
         self._handlers = {name.lower(): fn for name, fn in self._handlers.items()}
         self.clear()
         self.app = Starlette(routes=[
-            Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])])
+            Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"]),
+            Route("/file/bot{token}/{path:path}", self._download, methods=["GET"])])
 
     # -- test-facing helpers ---------------------------------------------------
 
@@ -133,6 +135,8 @@ class FakeTelegramAPI:
             self._migrated: dict[str, int] = {}
             self._stubs: dict[str, Callable[[dict[str, Any]], Any]] = {}
             self._down = False
+            self.files: dict[str, bytes] = {}  # file_id -> bytes, served by getFile + download
+            self.downloads: list[str] = []  # file paths downloaded
             self._ids = itertools.count(1)
 
     def calls_of(self, method: str) -> list[Call]:
@@ -143,6 +147,16 @@ class FakeTelegramAPI:
         """Params of *successful* sendMessage calls, optionally for one chat."""
         return [c.params for c in self.calls_of("sendMessage") if c.status == 200
                 and (chat_id is None or str(c.params.get("chat_id")) == str(chat_id))]
+
+    def add_file(self, file_id: str, data: bytes) -> None:
+        """A file a user sent, which getFile describes and /file/bot<token>/<path> serves."""
+        with self._lock:
+            self.files[file_id] = data
+
+    def sent_photos(self, chat_id: Any = None) -> list[dict[str, Any]]:
+        """Photos the bot sent: each with ``photo_bytes`` (the upload) and its parameters."""
+        with self._lock:
+            return [m for m in self.messages.values() if "photo_bytes" in m and (chat_id is None or str(m["chat"]["id"]) == str(chat_id))]
 
     def push_update(self, update: dict[str, Any]) -> None:
         with self._lock:
@@ -304,6 +318,34 @@ class FakeTelegramAPI:
         self.messages[(str(p["chat_id"]), msg["message_id"])] = msg
         return msg
 
+    def _get_file(self, p: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(p["file_id"])
+        if file_id not in self.files:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        return {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": len(self.files[file_id]),
+                "file_path": f"photos/{file_id}.bin"}
+
+    async def _download(self, request: Request) -> Response:
+        token, path = request.path_params["token"], request.path_params["path"]
+        with self._lock:
+            if self.token is not None and token != self.token:
+                return Response(status_code=401)
+            file_id = path.removeprefix("photos/").removesuffix(".bin")
+            self.downloads.append(path)
+            data = self.files.get(file_id)
+        return Response(status_code=404) if data is None else Response(data, media_type="application/octet-stream")
+
+    def _send_photo(self, p: dict[str, Any]) -> dict[str, Any]:
+        photo = p["photo"]
+        if not isinstance(photo, dict):
+            raise ApiError(400, "Bad Request: photo must be an upload here")
+        msg = {"message_id": next(self._ids), "date": int(time.time()), "chat": _chat(p["chat_id"]),
+               "from": dict(BOT_USER), "photo": [{"file_id": f"sent-{time.time_ns()}", "file_unique_id": "x", "width": 1, "height": 1}],
+               "photo_bytes": photo["content"], "caption": p.get("caption"),
+               "protect_content": p.get("protect_content") in (True, "true", "True", "1")}
+        self.messages[(str(p["chat_id"]), msg["message_id"])] = msg
+        return {k: v for k, v in msg.items() if k not in ("photo_bytes", "protect_content")}
+
     def _edit(self, p: dict[str, Any], text: Any) -> Any:
         if "inline_message_id" in p:
             return True
@@ -458,10 +500,19 @@ def make_sticker_update(update_id: int, chat_id: int, emoji: str = "\N{THUMBS UP
 
 def make_photo_update(update_id: int, chat_id: int, caption: str | None = None,
                       file_id: str = "photo-file", **kw: Any) -> dict[str, Any]:
+    """A photo in two sizes, ``<file_id>-90`` and ``<file_id>-800`` (the bot fetches the largest)."""
     sizes = [{"file_id": f"{file_id}-{w}", "file_unique_id": f"{file_id}-u{w}",
               "width": w, "height": w * 3 // 4, "file_size": w * 100} for w in (90, 800)]
     extra = {"caption": caption} if caption is not None else {}
     return _update(update_id, chat_id, photo=sizes, **extra, **kw)
+
+
+def make_document_update(update_id: int, chat_id: int, file_id: str, mime_type: str,
+                         file_size: int, caption: str | None = None, **kw: Any) -> dict[str, Any]:
+    document = {"file_id": file_id, "file_unique_id": f"{file_id}-u", "file_name": "file",
+                "mime_type": mime_type, "file_size": file_size}
+    extra = {"caption": caption} if caption is not None else {}
+    return _update(update_id, chat_id, document=document, **extra, **kw)
 
 
 def make_voice_update(update_id: int, chat_id: int, duration: int = 3,

@@ -39,6 +39,8 @@ from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
+from bot.channels.telegram.media import SOURCE as MEDIA_SOURCE
+from bot.channels.telegram.media import TelegramPictureSource
 from bot.channels.telegram.alerts import SINK_PREFIX, TelegramAlertSink, delivery_error
 from bot.channels.telegram.limits import FloodLimiter, FloodLimits, transient
 from bot.channels.telegram.memory import ConversationMemory
@@ -162,6 +164,7 @@ class TelegramChannel:
             get_updates_request=HTTPXRequest(),
             rate_limiter=FloodLimiter(self._limits),
         )
+        runtime.engine.pictures.add_source(MEDIA_SOURCE, TelegramPictureSource(self._bot))
         try:
             await self._connect()
             connected = True

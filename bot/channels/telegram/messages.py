@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
 from telegram.constants import MessageLimit
 
+from bot.channels.telegram.media import media_refs
 from bot.channels.telegram.raw import RawText
 from bot.i18n import Catalogues
 from bot.messages import InboundKind, InboundMessage, OutboundMessage
@@ -41,8 +42,8 @@ def _command(message: Message) -> tuple[str, str] | None:
 
 def inbound_from_message(message: Message, update_id: int, sender: str) -> InboundMessage | None:
     """A private chat's message. Anything the person sent that Tipline cannot keep as words is
-    UNSUPPORTED; a photo, video or document with a caption keeps the caption and says media came
-    with it. Service messages (e.g. the person turned on auto-delete) are None: nothing to answer."""
+    UNSUPPORTED; a photo or a file comes with references to fetch it (``media``) and its caption as
+    text; a video with a caption keeps the caption and says media came with it. Service messages (e.g. the person turned on auto-delete) are None: nothing to answer."""
     user = message.from_user
     common = {
         "channel": CHANNEL,
@@ -59,6 +60,9 @@ def inbound_from_message(message: Message, update_id: int, sender: str) -> Inbou
             # START with a payload opens a conversation; it is never an answer (the engine's rule).
             return InboundMessage(text=command[1], kind=InboundKind.START, **common)
         return InboundMessage(text=message.text, **common)
+    if message.photo or message.document is not None:
+        # A picture (or a file that may be one), with or without a caption: the caption is text.
+        return InboundMessage(text=message.caption or "", has_media=True, media=media_refs(message), **common)
     if message.caption:
         return InboundMessage(text=message.caption, has_media=True, **common)
     if message.effective_attachment is not None:

@@ -38,7 +38,7 @@ from bot.channels.telegram.limits import transient
 from bot.channels.telegram.messages import CHANNEL, split_text
 from bot.channels.telegram.polling import Outcome
 from bot.i18n import Catalogues
-from bot.messages import InboundMessage
+from bot.messages import InboundMessage, OutboundMessage
 from bot.runtime import Runtime
 from bot.settings import OfficerSettings
 
@@ -152,11 +152,24 @@ class OfficerDesk:
                 for piece in split_text(reply.text):
                     # Protected: a case's details are not forwarded or saved out of the group.
                     await bot.send_message(chat.id, piece, protect_content=True)
+                await self._send_pictures(bot, runtime, chat.id, reply)
         except TelegramError as exc:
             log.warning("telegram answer to officer %s not sent (%s)", inbound.officer[:8], type(exc).__name__)
             return Outcome.RETRY if transient(exc) else Outcome.DONE
         log.info("telegram officer command (update %s, officer %s): %d answers", update.update_id, inbound.officer[:8], len(replies))
         return Outcome.DONE
+
+    async def _send_pictures(self, bot: ExtBot, runtime: Runtime, chat_id: int, reply: OutboundMessage) -> None:
+        """A case's pictures (/photos), each protected like the text: Telegram then lets nobody in
+        the group forward or save them. Read from storage only now, one at a time."""
+        count = len(reply.pictures)
+        case = _CASE_IN_TEXT.search(reply.text)
+        for index, picture_id in enumerate(reply.pictures, start=1):
+            image = await runtime.store.pictures.get(picture_id)
+            if image is None:
+                continue  # deleted meanwhile (the case was purged)
+            caption = runtime.catalogues.text(self._language, "officer.photos.caption", case=case.group(1) if case else "", index=index, count=count)
+            await bot.send_photo(chat_id, image, caption=caption, protect_content=True)
 
     def _command(self, update: Update, bot: ExtBot) -> tuple[str, Chat, User] | None:
         """(command text, group, officer) when the update is an officer's command, else None."""

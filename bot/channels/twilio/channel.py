@@ -9,7 +9,7 @@ Inbound: Twilio posts a form for every message and waits (up to 15 s) for TwiML.
 3. validates the fields it uses (400 when malformed; bodies over 64 KB are the app's 413);
 4. hands the engine an :class:`InboundMessage` named by a pseudonym. The number is only the
    in-memory ``reply_address`` (stored, encrypted, solely with consent); Twilio's geo fields,
-   ProfileName, WaId and media URLs are never read;
+   ProfileName and WaId are never read; media URLs only to fetch pictures (bot.channels.twilio.media);
 5. answers the replies as TwiML, each ``<Message>`` one SMS segment.
 
 The engine de-duplicates on (channel, MessageSid) in its own transaction, so a retried webhook
@@ -39,6 +39,8 @@ from starlette.routing import BaseRoute, Route
 from twilio.request_validator import RequestValidator
 
 from bot.channels.twilio.officers import OFFICER_PSEUDONYM_CHANNEL, OFFICER_SINK, OfficerSmsSink
+from bot.channels.twilio.media import SOURCE as MEDIA_SOURCE
+from bot.channels.twilio.media import TwilioPictureSource, media_refs
 from bot.channels.twilio.redact import REDACT_SINK, SID, RedactSink, delivery_error, media_sids, queue_redaction
 from bot.channels.twilio.rest import TwilioRest
 from bot.channels.twilio.twiml import twiml_response
@@ -91,7 +93,8 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 class TwilioInbound(BaseModel):
     """The few fields of Twilio's messaging webhook that Tipline reads. Everything else (FromCity,
-    FromZip, ProfileName, WaId, MediaUrl0…) is ignored by construction, never copied."""
+    FromZip, ProfileName, WaId…) is ignored by construction, never copied; MediaUrlN is read apart,
+    only to fetch the picture (``bot.channels.twilio.media``)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -142,6 +145,7 @@ class SmsChannel:
         self._validator = RequestValidator(twilio.auth_token.get_secret_value())
         self._runtime: Runtime | None = None
         self._rest: TwilioRest | None = None
+        self._pictures: TwilioPictureSource | None = None
         self._officers: dict[str, str] = {}  # pseudonym -> number, in memory only
 
     # -- Channel protocol ---------------------------------------------------------------------
@@ -156,6 +160,8 @@ class SmsChannel:
         # Officers' numbers: the fixed pepper (officers are named for good, see Cipher.pseudonym).
         self._officers = {runtime.cipher.pseudonym(OFFICER_PSEUDONYM_CHANNEL, n): n for n in self.settings.officers.sms_numbers}
         self._runtime = runtime
+        self._pictures = TwilioPictureSource(twilio)
+        runtime.engine.pictures.add_source(MEDIA_SOURCE, self._pictures)
         # Officers' replies to tipsters who accepted them go back the way the tip came.
         runtime.tipster_sink.register(SMS, self)
         runtime.tipster_sink.register(WHATSAPP, self)
@@ -185,6 +191,9 @@ class SmsChannel:
         rest, self._rest = self._rest, None
         if rest is not None:
             await rest.aclose()
+        pictures, self._pictures = self._pictures, None
+        if pictures is not None:
+            await pictures.close()
 
     async def send_to_tipster(self, address: str, text: str) -> None:
         """An officer's reply, to the number (or ``whatsapp:`` number) the tip came from."""
@@ -285,6 +294,7 @@ class SmsChannel:
             provider_id=inbound.message_sid,
             reply_address=inbound.from_,
             has_media=inbound.num_media > 0,
+            media=media_refs(form, inbound.num_media, inbound.message_sid, self.settings.twilio),
         )
         replies = await runtime.engine.handle(message)
         redact = self.settings.twilio.redact
