@@ -192,9 +192,10 @@ def tipline_factory(make_settings: Callable[..., Settings], fake_twilio) -> Call
     fake, fake_url = fake_twilio
 
     @asynccontextmanager
-    async def start(**twilio: object) -> AsyncIterator[Tipline]:
+    async def start(pictures: dict[str, object] | None = None, **twilio: object) -> AsyncIterator[Tipline]:
         settings = make_settings(
             public_url=PUBLIC_URL,
+            pictures=pictures or {},
             twilio={"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": FROM_NUMBER, "api_url": fake_url, **twilio},
             officers={"sms_numbers": [OFFICER_NUMBER]},
         )

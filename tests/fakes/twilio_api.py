@@ -54,9 +54,12 @@ class _State:
     deleted_media: list[tuple[str, str]] = field(default_factory=list)  # (message sid, media sid)
     sent_sids: list[str] = field(default_factory=list)  # every created message, in order
     failures: dict[str, deque[_Failure]] = field(
-        default_factory=lambda: {"create": deque(), "delete": deque()}
+        default_factory=lambda: {"create": deque(), "delete": deque(), "media": deque()}
     )
     down: bool = False
+    media: dict[str, bytes] = field(default_factory=dict)  # media sid -> bytes, served at its URL
+    media_fetches: list[tuple[str, bool]] = field(default_factory=list)  # (media sid, credentials sent)
+    redirect_media: str | None = None  # like Twilio: answer a media GET with a redirect to this base
 
 
 def _error(status: int, code: int | None, message: str) -> JSONResponse:
@@ -87,6 +90,8 @@ class FakeTwilioAPI:
                 Route(f"{base}/Messages.json", self._create, methods=["POST"]),
                 Route(f"{base}/Messages/{{msid}}.json", self._delete, methods=["DELETE"]),
                 Route(f"{base}/Messages/{{msid}}/Media/{{mesid}}.json", self._delete_media, methods=["DELETE"]),
+                Route(f"{base}/Messages/{{msid}}/Media/{{mesid}}", self._media, methods=["GET"]),
+                Route("/media-store/{mesid}", self._media_store, methods=["GET"]),
             ]
         )
 
@@ -102,7 +107,7 @@ class FakeTwilioAPI:
     ) -> None:
         """Answer the next ``times`` authenticated ``kind`` ("create"/"delete") calls with an
         error. Queued failures are used in order."""
-        if kind not in ("create", "delete"):
+        if kind not in ("create", "delete", "media"):
             raise ValueError(f"unknown kind {kind!r}")
         with self._lock:
             self._state.failures[kind].append(_Failure(status, code, message, times))
@@ -135,12 +140,52 @@ class FakeTwilioAPI:
         with self._lock:
             return list(self._state.sent_sids)
 
+    def add_media(self, message_sid: str, data: bytes) -> str:
+        """Media of an inbound message, as Twilio stores it; returns its path (``MediaUrlN`` is
+        the API URL + this path)."""
+        media_sid = "ME" + uuid.uuid4().hex
+        with self._lock:
+            self._state.media[media_sid] = data
+        return f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{message_sid}/Media/{media_sid}"
+
+    def redirect_media_to(self, base: str | None) -> None:
+        """Answer media GETs with a 307 to ``base``/media-store/<sid> (Twilio's media store)."""
+        with self._lock:
+            self._state.redirect_media = base
+
+    def media_fetches(self) -> list[tuple[str, bool]]:
+        with self._lock:
+            return list(self._state.media_fetches)
+
     def deleted_media(self) -> list[tuple[str, str]]:
         """(message SID, media SID) of successfully deleted media, in order."""
         with self._lock:
             return list(self._state.deleted_media)
 
     # -- handlers -----------------------------------------------------------
+
+    async def _media(self, request: Request) -> Response:
+        mesid = request.path_params["mesid"]
+        with self._lock:
+            self._state.media_fetches.append((mesid, "authorization" in request.headers))
+            response = self._guard(request, "media")
+            if response is None:
+                data = self._state.media.get(mesid)
+                if data is None or (request.path_params["msid"], mesid) in self._state.deleted_media:
+                    response = _error(404, 20404, f"The requested resource {request.url.path} was not found")
+                elif self._state.redirect_media:
+                    response = Response(status_code=307, headers={"Location": f"{self._state.redirect_media}/media-store/{mesid}"})
+                else:
+                    response = Response(data, media_type="image/jpeg")
+            self._record(request, {}, response.status_code)
+        return response
+
+    async def _media_store(self, request: Request) -> Response:
+        mesid = request.path_params["mesid"]
+        with self._lock:
+            self._state.media_fetches.append((mesid, "authorization" in request.headers))
+            data = self._state.media.get(mesid)
+        return Response(status_code=404) if data is None else Response(data, media_type="image/jpeg")
 
     async def _delete_media(self, request: Request) -> Response:
         msid, mesid = request.path_params["msid"], request.path_params["mesid"]
