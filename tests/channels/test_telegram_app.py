@@ -31,9 +31,11 @@ from bot.settings import Settings, SettingsError
 from bot.web import MAX_BODY_BYTES, create_app
 from storage.sqlite import DB_FILENAME
 from tests.fakes.server import LoopbackServer
+from tests.fakes.images import PLANTED, phone_photo
 from tests.fakes.telegram_api import (
     FakeTelegramAPI,
     make_callback_update,
+    make_document_update,
     make_edited_message_update,
     make_photo_update,
     make_sticker_update,
@@ -265,7 +267,7 @@ def test_sticker_keeps_nothing_of_the_sticker(tipline: Tipline):
     assert b"STICKER-FILE-77" not in raw
 
 
-def test_photo_with_caption_keeps_the_caption_and_notes_the_photo(tipline: Tipline):
+def test_photo_with_caption_keeps_the_photo_stripped_and_the_caption(tipline: Tipline):
     tipline.say("/start")
     tipline.press("c:2")  # no danger
     tipline.press("c:2")  # witness
@@ -273,12 +275,41 @@ def test_photo_with_caption_keeps_the_caption_and_notes_the_photo(tipline: Tipli
     tipline.press("c:2")
     tipline.say(PLACE)
     tipline.press("c:2")
+    tipline.fake.add_file("photo-file-800", phone_photo(120, 80, orientation=6))
     before = len(tipline.sent())
     response = tipline.post(make_photo_update(tipline.new_update_id(), CHAT, caption=DETAILS))
     replies = tipline.sent()[before:]
 
     assert response.status_code == 200
-    assert [r["text"] for r in replies] == [CATALOGUES.text("en", "media.note"), CATALOGUES.text("en", "details.more")]
+    assert [r["text"] for r in replies] == [CATALOGUES.text("en", "picture.kept", count=1, limit=10), CATALOGUES.text("en", "details.more")]
+    assert tipline.fake.downloads == ["photos/photo-file-800.bin"]  # the largest size, from the Bot API server
+    assert tipline.rows("pictures") == 1
+    raw = b"".join(p.read_bytes() for p in tipline.data_dir.iterdir() if p.is_file())
+    for planted in (*PLANTED, "Exif", "photo-file-800"):
+        assert planted.encode() not in raw, planted
+
+
+def test_a_file_that_is_no_picture_is_refused_calmly(tipline: Tipline):
+    tipline.say("/start")
+    tipline.fake.add_file("doc-1", b"%PDF-1.4 not a picture")
+    before = len(tipline.sent())
+    tipline.post(make_document_update(tipline.new_update_id(), CHAT, "doc-1", "application/pdf", 22))
+    replies = tipline.sent()[before:]
+    assert replies[0]["text"] == CATALOGUES.text("en", "media.note")
+    assert tipline.fake.downloads == [] and tipline.rows("pictures") == 0
+
+
+def test_a_picture_sent_as_a_file_is_decoded_not_trusted(tipline: Tipline):
+    tipline.say("/start")
+    tipline.fake.add_file("fake-png", b"\x89PNG\r\n\x1a\n but nothing after")
+    tipline.fake.add_file("real-png", phone_photo(fmt="PNG"))
+    before = len(tipline.sent())
+    tipline.post(make_document_update(tipline.new_update_id(), CHAT, "fake-png", "image/png", 30))
+    tipline.post(make_document_update(tipline.new_update_id(), CHAT, "real-png", "image/png", 600))
+    texts = [r["text"] for r in tipline.sent()[before:]]
+    assert CATALOGUES.text("en", "picture.unreadable") in texts
+    assert CATALOGUES.text("en", "picture.kept", count=1, limit=10) in texts
+    assert tipline.rows("pictures") == 1
 
 
 def test_duplicate_update_is_handled_once_and_answered_again(tipline: Tipline):

@@ -31,6 +31,7 @@ from tests.fakes.telegram_api import (
     FakeTelegramAPI,
     make_callback_update,
     make_location_update,
+    make_document_update,
     make_photo_update,
     make_sticker_update,
     make_text_update,
@@ -93,17 +94,30 @@ def test_start_and_its_deep_link_payload(text, kind, kept):
 
 @pytest.mark.parametrize(
     "update",
-    [make_sticker_update(1, CHAT), make_voice_update(1, CHAT), make_location_update(1, CHAT), make_photo_update(1, CHAT)],
-    ids=["sticker", "voice", "location", "photo without caption"],
+    [make_sticker_update(1, CHAT), make_voice_update(1, CHAT), make_location_update(1, CHAT)],
+    ids=["sticker", "voice", "location"],
 )
 def test_what_cannot_be_kept_as_words_is_unsupported_and_carries_no_content(update):
     msg = inbound(update)
     assert (msg.kind, msg.text, msg.has_media) == (InboundKind.UNSUPPORTED, "", False)
 
 
-def test_a_photo_with_a_caption_keeps_the_caption():
+def test_a_photo_with_a_caption_keeps_the_caption_and_its_largest_size():
     msg = inbound(make_photo_update(1, CHAT, caption="the van"))
     assert (msg.kind, msg.text, msg.has_media) == (InboundKind.TEXT, "the van", True)
+    (ref,) = msg.media
+    assert (ref.source, ref.locator, ref.content_type) == ("telegram", "photo-file-800", "image/jpeg")
+    assert "photo-file" not in repr(msg)  # a file id is never logged
+
+
+def test_a_photo_without_a_caption_is_a_picture_with_no_text():
+    msg = inbound(make_photo_update(1, CHAT))
+    assert (msg.kind, msg.text, len(msg.media)) == (InboundKind.TEXT, "", 1)
+
+
+def test_a_document_carries_its_declared_type_to_be_checked():
+    msg = inbound(make_document_update(1, CHAT, "doc-9", "application/pdf", 1234))
+    assert [(r.locator, r.content_type, r.size) for r in msg.media] == [("doc-9", "application/pdf", 1234)]
 
 
 def test_a_service_message_is_not_answered():

@@ -1,0 +1,73 @@
+"""Officers see a case's pictures only in their group, protected, and every look is audited."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from tests.channels.officer_app import (  # noqa: F401 - fake_server, fake and serve are fixtures used by name
+    Group,
+    case_of,
+    fake,
+    fake_server,
+    file_urgent_tip,
+    serve,
+    tipster,
+)
+from tests.channels.test_telegram_app import CATALOGUES, CHAT
+from tests.fakes.images import phone_photo
+from tests.fakes.telegram_api import FakeTelegramAPI, make_photo_update
+
+
+def test_an_urgent_case_s_photos_are_counted_in_alerts_and_sent_protected_on_request(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    person = tipster(fake, running)
+    file_urgent_tip(person)
+    case = case_of(running)
+    fake.add_file("plate-800", phone_photo(120, 80, orientation=6))
+    person.post(make_photo_update(person.new_update_id(), CHAT, file_id="plate"))
+    assert CATALOGUES.text("en", "picture.kept", count=1, limit=10) in [m["text"] for m in person.sent()]
+
+    (answer,) = group.type(f"/photos {case}")
+    assert answer["text"] == CATALOGUES.text("en", "officer.photos.header", case=case, count=1)
+    assert answer["protect_content"] == "true"
+    (photo,) = fake.sent_photos(-1001)
+    assert photo["protect_content"] is True
+    assert photo["caption"] == CATALOGUES.text("en", "officer.photos.caption", case=case, index=1, count=1)
+    picture = Image.open(io.BytesIO(photo["photo_bytes"]))
+    assert picture.size == (80, 120) and not picture.getexif() and "xmp" not in picture.info
+    # Looked at, and audited like /show.
+    entries = running.on_server(running.runtime.store.audit.entries())
+    assert [e.action for e in entries][-1] == "photos"
+    # /show counts them too, and points to /photos.
+    (shown,) = group.type(f"/show {case}")
+    assert CATALOGUES.text("en", "alert.pictures", count=1, case=case) in shown["text"]
+    assert fake.sent_photos(CHAT) == []  # the tipster is never sent the picture back
+
+
+def test_photos_of_a_case_without_any_says_so(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    file_urgent_tip(tipster(fake, running))
+    case = case_of(running)
+    (answer,) = group.type(f"/photos {case}")
+    assert answer["text"] == CATALOGUES.text("en", "officer.photos.none", case=case)
+    assert fake.sent_photos() == []
+
+
+def test_exit_after_a_photo_erases_it_and_officers_get_none(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    person = tipster(fake, running)
+    file_urgent_tip(person)
+    case = case_of(running)
+    fake.add_file("room-800", phone_photo())
+    person.post(make_photo_update(person.new_update_id(), CHAT, file_id="room"))
+    assert running.rows("pictures") == 1
+    person.say("EXIT")
+    assert running.rows("pictures") == 0
+    (answer,) = group.type(f"/photos {case}")  # the case was withdrawn, its content erased
+    assert answer["text"] == CATALOGUES.text("en", "officer.unknown_case", case=case)
+    assert fake.sent_photos() == []
