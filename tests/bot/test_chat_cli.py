@@ -254,3 +254,41 @@ def test_a_csv_export_opens_formulas_as_text_and_is_readable_by_its_owner_only(t
     # JSON keeps the words exactly as typed.
     exported = json.loads(run(["tips", "export", "--format", "json"], data).stdout)
     assert exported[0]["answers"]["where"] == FORMULAS[0]
+
+
+def test_tips_export_media_writes_each_picture_readable_by_its_owner_only(tmp_path: Path) -> None:
+    import asyncio
+
+    from PIL import Image
+
+    from bot.pictures import clean
+    from bot.settings import PictureSettings
+    from storage.crypto import Cipher, KeyRing
+    from storage.sqlite import SqliteStore
+    from tests.fakes.images import phone_photo
+
+    data = tmp_path / "data"
+    chat(data, ENGLISH)
+    kept = clean(phone_photo(), PictureSettings()).image
+
+    async def attach() -> str:
+        store = await SqliteStore.open(data, Cipher(KeyRing.load(data / "keys.json")))
+        try:
+            (tip,) = await store.tips.list(None)
+            async with store.transaction() as tx:
+                await tx.pictures.add("p1", kept, tip.created_at, tip_id=tip.id)
+            return tip.case_number
+        finally:
+            await store.close()
+
+    case = asyncio.run(attach())
+    folder = tmp_path / "media"
+    result = run(["tips", "export", "--media", str(folder), "-o", str(tmp_path / "tips.json")], data)
+    assert result.returncode == 0, result.stderr
+    written = folder / f"{case}-1.jpg"
+    assert written.read_bytes() == kept
+    with Image.open(written) as picture:
+        assert picture.size == (80, 120)
+    assert written.stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o777 == 0o700
+    assert json.loads((tmp_path / "tips.json").read_text())[0]["pictures"] == 1
+    assert run(["tips", "audit"], data).stdout.split("\n")[-3].split()[-1] == "export"

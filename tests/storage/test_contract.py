@@ -531,3 +531,34 @@ async def test_tip_senders_are_forgotten_after_the_window(store: Store) -> None:
     old, new = await store.tips.get("t1"), await store.tips.get("t2")
     assert old.sender == "" and not old.altered and new.sender == "s1"
     assert await store.tips.urgent_since("s1", 0) == 1
+
+
+async def test_pictures_belong_to_a_draft_then_to_its_case(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.tips.save(make_tip("t1", "26-0001"))
+        await tx.pictures.add("a", b"jpeg-a", 10.0, owner="sender-1")
+        await tx.pictures.add("b", b"jpeg-b", 11.0, owner="sender-1")
+        await tx.pictures.add("c", b"jpeg-c", 12.0, owner="sender-2")
+    assert await store.pictures.get("a") == b"jpeg-a" and await store.pictures.get("missing") is None
+    assert await store.pictures.count_for_tip("t1") == 0
+    async with store.transaction() as tx:
+        assert await tx.pictures.file("sender-1", "t1", keep_owner=True) == 2  # an urgent case: still EXIT's
+        assert await tx.pictures.delete_owned("sender-1") == 2
+        await tx.pictures.add("d", b"jpeg-d", 13.0, owner="sender-1")
+        assert await tx.pictures.file("sender-1", "t1") == 1  # sent: the case's, naming nobody
+        assert await tx.pictures.delete_owned("sender-1") == 0
+    assert await store.pictures.ids_for_tip("t1") == ["d"]
+    async with store.transaction() as tx:
+        assert await tx.pictures.delete(["c", "nope"]) == 1
+        assert await tx.pictures.delete_for_tip("t1") == 1
+    assert await store.pictures.count() == 0
+
+
+async def test_erasing_a_draft_takes_its_pictures_and_a_new_epoch_moves_them(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.drafts.save(Draft("old", {"v": 2, "mode": "report"}, 1.0, 100.0))
+        await tx.pictures.add("a", b"jpeg-a", 1.0, owner="old")
+        assert await tx.senders.rekey("old", "new", 2.0) >= 2
+        assert await tx.pictures.delete_owned("old") == 0
+        await tx.drafts.erase("new")
+    assert await store.pictures.count() == 0

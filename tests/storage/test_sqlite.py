@@ -353,3 +353,20 @@ async def test_a_flipped_flag_or_a_swapped_receipt_hash_marks_the_tip_altered(tm
             acknowledged.status = TipStatus.ACKNOWLEDGED
             await tx.tips.save(acknowledged)
         assert (await store.tips.get("t2")).altered
+
+
+async def test_a_picture_copied_into_another_row_does_not_open(store) -> None:
+    import sqlite3 as raw_sqlite
+
+    from storage.crypto import DecryptionError
+
+    async with store.transaction() as tx:
+        await tx.pictures.add("a", b"jpeg-a", 10.0, owner="s")
+        await tx.pictures.add("b", b"jpeg-b", 10.0, owner="s")
+    db = raw_sqlite.connect(store.path)
+    with db:
+        db.execute("UPDATE pictures SET image = (SELECT image FROM pictures WHERE id = 'a') WHERE id = 'b'")
+    db.close()
+    with pytest.raises(DecryptionError):
+        await store.pictures.get("b")
+    assert await store.pictures.get("a") == b"jpeg-a"
