@@ -54,6 +54,8 @@ class ConsoleChannel:
     def _print(self, replies: list[OutboundMessage]) -> None:
         for reply in replies:
             self.stdout.write(reply.text + "\n\n")
+            if reply.pictures:  # a terminal shows no picture: where to see them instead
+                self.stdout.write(f"({len(reply.pictures)} pictures: python main.py tips export --media DIR writes them out)\n\n")
         self.stdout.flush()
 
     async def run(self) -> None:
