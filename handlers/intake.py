@@ -257,6 +257,15 @@ async def _answer_step(turn: Turn, state: Report, step: Step, text: str) -> Conv
         await filing.update_case(turn, state)
         turn.say(language, "details.full" if len(kept) > room else "details.more")
         return state
+    if _bare_yes_no(turn, text, language):
+        # "y" at Where is no place (it once replaced the motel named before, and was alerted as
+        # "Place: y"). Asked once more; a second time the question keeps what it held.
+        if state.reasked == step.id:
+            return await _record(turn, state, step, state.answers.get(step.id))  # type: ignore[arg-type]
+        state.reasked = step.id
+        turn.say(language, "reprompt.text")
+        prompts.show(turn, state)
+        return state
     if choice_value(text) is not None and state.reasked != step.id:
         # "2" at Where is most likely an answer to an earlier question: ask once more.
         state.reasked = step.id
@@ -297,8 +306,7 @@ async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> Convers
             prompts.show(turn, state)
             return state
         return await _record(turn, state, step, None)  # asked twice: it stays in the details
-    bare_yes_no = not turn.vocabulary.says_more_than_an_answer(text)
-    if bare_yes_no and turn.vocabulary.answer(text, (YES, NO), language, numbered=False) is not None:
+    if _bare_yes_no(turn, text, language):
         # A bare "y" or "no" at a question that is not yes/no says nothing about it: never kept as
         # the answer ("What: y"); "no he left" says more and is kept as typed. Asked once more, a
         # second time the question is left unanswered.
@@ -309,6 +317,13 @@ async def _unplaced(turn: Turn, state: Report, step: Step, text: str) -> Convers
         prompts.show(turn, state)
         return state
     return await _record(turn, state, step, text)
+
+
+def _bare_yes_no(turn: Turn, text: str, language: str) -> bool:
+    """A "y", "no", "ouais" and nothing more ("no he left" says more)."""
+    if turn.vocabulary.says_more_than_an_answer(text):
+        return False
+    return turn.vocabulary.answer(text, (YES, NO), language, numbered=False) is not None
 
 
 def _keep_described(turn: Turn, state: Report, text: str) -> None:

@@ -140,6 +140,21 @@ async def test_a_yes_or_no_at_a_question_that_is_not_yes_no_is_asked_again_never
     assert not {"y", "ouais", "nope"} & set(json.dumps(state).replace('"', " ").split())
 
 
+async def test_a_bare_yes_at_where_is_not_the_place_named_before(engine: Engine, store: SqliteStore) -> None:
+    """"im scared hes here", "motel on main st rm 12", then "y" at Where gave "Place: y" in the
+    urgent alert, over the motel."""
+    talk = Talk(engine)
+    await talk.say(OPEN)
+    await talk.say("im scared hes here")
+    await talk.say("motel on main st rm 12")
+    assert [r.key for r in await talk.say("y")] == ["reprompt.text", "where.question"]
+    assert "where.question" not in [r.key for r in await talk.say("yes")]  # asked twice: moves on
+    state = await _draft(store, talk)
+    assert state["answers"]["where"] is None  # never "y"; the motel is with the details, for officers
+    assert "motel on main st rm 12" in state["answers"]["details"]
+    assert not {"y", "yes"} & set(state["answers"]["details"])  # (danger holds its own "yes")
+
+
 async def test_a_yes_or_no_with_more_words_is_kept_as_typed(engine: Engine, store: SqliteStore) -> None:
     talk = Talk(engine)
     await run_transcript(talk, [*_opening("1", answered_no=4), ("motel", ["when.question"]), ("no he left", ["details.question"])])
