@@ -38,6 +38,7 @@ Image.MAX_IMAGE_PIXELS = None
 # What a provider may declare, and what the file must then turn out to be.
 PICTURE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif", "image/heic", "image/heif"})
 PICTURE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "HEIF")
+UNDECLARED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 JPEG_QUALITY = 85
 
 
@@ -87,7 +88,10 @@ def declared_refusal(ref: MediaRef, settings: PictureSettings) -> Refusal | None
     a type that is no picture, a size above the limit."""
     if not ref.fetchable:
         return Refusal.NOT_RECEIVED
-    if ref.content_type.split(";")[0].strip().lower() not in PICTURE_TYPES:
+    declared = ref.content_type.split(";")[0].strip().lower()
+    # Only a type that says "not a picture" is refused unread; an image/* or an unknown type is
+    # fetched and decoded, which decides (the formats Pillow may open are PICTURE_FORMATS only).
+    if declared not in PICTURE_TYPES and declared not in UNDECLARED and not declared.startswith("image/"):
         return Refusal.NOT_A_PICTURE
     if ref.size is not None and ref.size > settings.max_bytes:
         return Refusal.TOO_BIG

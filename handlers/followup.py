@@ -111,7 +111,9 @@ async def continue_add(turn: Turn, state: Addition, reading: Reading) -> Additio
     once), a danger phrase makes the case urgent, anything else is added."""
     language = state.language
     if turn.msg.has_media:
-        state.pictures = await pictures.keep_with_draft(turn, language, state.pictures)
+        # The case's limit counts what it holds already.
+        held = await turn.tx.pictures.count_for_tip(state.tip_id)
+        state.pictures = await pictures.keep_with_draft(turn, language, held + state.pictures) - held
         if not reading.text:
             turn.say(language, "add.more")
             return state

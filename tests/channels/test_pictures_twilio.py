@@ -208,3 +208,10 @@ async def test_more_than_the_limit_is_said_and_not_kept(tipline_factory, monkeyp
         assert catalogue("en", "picture.full", limit=2) in replies
         async with tipline.store() as store:
             assert await store.pictures.count() == 2
+
+
+async def test_a_picture_with_no_declared_type_is_decided_by_decoding(tipline: Tipline) -> None:
+    await to_details(tipline)
+    replies = replies_of(await tipline.post(with_media(tipline, "", (phone_photo(), ""), (b"GIF89a broken", "image/tiff"))))
+    assert catalogue("en", "picture.kept", count=1, limit=10) in replies
+    assert catalogue("en", "picture.unreadable") in replies

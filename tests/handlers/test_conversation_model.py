@@ -51,7 +51,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from bot.engine import Engine
-from bot.messages import InboundKind, InboundMessage, OutboundMessage, Purpose
+from bot.messages import InboundKind, InboundMessage, MediaRef, OutboundMessage, Purpose
 from bot.rate_limit import RateLimiter
 from handlers.officer_view import REPEATED_FLAG
 from handlers.flow import BY_ID, StepKind
@@ -59,6 +59,7 @@ from handlers.turn import ConversationConfig
 from storage.crypto import Cipher, KeyRing
 from storage.sqlite import SqliteStore
 from tests.conftest import Clock
+from tests.fakes.images import phone_photo
 from tests.handlers.model_vocabulary import VocabularyRules
 from tests.handlers.model_support import (
     CATALOGUES,
@@ -142,6 +143,7 @@ class ConversationMachine(VocabularyRules, RuleBasedStateMachine):
         self.clock = Clock()
         self.store = self.run(SqliteStore.open(Path(self.directory), CIPHER))
         self.engine = Engine(self.store, CIPHER, CATALOGUES, CONFIG, clock=self.clock, rate_limiter=RateLimiter(burst=10**6))
+        self.engine.pictures.add_source("model", ModelPictures())
         # The engine's ERROR records (a contained crash) go into the failure message of the example
         # they belong to, not into pytest's log capture of all 300 examples.
         self.engine_log = EngineLog()
@@ -205,7 +207,9 @@ class ConversationMachine(VocabularyRules, RuleBasedStateMachine):
         mode = state.get("mode") or "report"
         return Where(mode, state.get("step") if mode == "report" else None, state)
 
-    def message(self, t: Tipster, text: str, kind: InboundKind = InboundKind.TEXT, has_media: bool = False) -> InboundMessage:
+    def message(
+        self, t: Tipster, text: str, kind: InboundKind = InboundKind.TEXT, has_media: bool = False, media: tuple[MediaRef, ...] = ()
+    ) -> InboundMessage:
         self.messages += 1
         return InboundMessage(
             t.channel,
@@ -216,6 +220,7 @@ class ConversationMachine(VocabularyRules, RuleBasedStateMachine):
             language_hint=t.language_hint if t.channel == "telegram" else None,
             reply_address=t.reply_address,
             has_media=has_media,
+            media=media,
             message_ref=str(self.messages) if t.channel == "telegram" else None,
         )
 
@@ -265,6 +270,9 @@ class ConversationMachine(VocabularyRules, RuleBasedStateMachine):
         replies = self.say(t, text)
         draft = self.run(self.store.drafts.get(t.sender))
         assert draft is None, f"tipster {t.index} still has a draft after {preview(text)} (replies {keys(replies)})"
+        if any(r.purpose is Purpose.ERASED for r in replies):
+            left = self.select("SELECT count(*) FROM pictures WHERE owner = ?", (t.sender,))[0][0]
+            assert left == 0, f"tipster {t.index} erased, {left} pictures left"
         return replies
 
     # --- answers --------------------------------------------------------------------------------
@@ -399,13 +407,18 @@ class ConversationMachine(VocabularyRules, RuleBasedStateMachine):
         self.say(t, spelled_from("lang", pick))
         self.say(t, language)
 
-    @rule(who=st.integers(0, 2), kind=st.sampled_from(("sticker", "photo", "photo with caption")))
+    @rule(who=st.integers(0, 2), kind=st.sampled_from(("sticker", "video", "picture", "picture with caption", "two pictures")))
     def send_no_text(self, who: int, kind: str) -> None:
         t = self.tipster(who)
         if kind == "sticker":
             self.say(t, "", kind=InboundKind.UNSUPPORTED)
-        else:
-            self.say(t, self.typed(t, "this is the van") if kind == "photo with caption" else "", has_media=True)
+            return
+        caption = self.typed(t, "this is the van") if kind == "picture with caption" else ""
+        media = () if kind == "video" else (PICTURE_REF,) * (2 if kind == "two pictures" else 1)
+        self.say(t, caption, has_media=True, media=media)
+        # However it came, no case and no draft ever holds more pictures than a report may.
+        most = self.select("SELECT max(n) FROM (SELECT count(*) AS n FROM pictures GROUP BY coalesce(tip_id, owner))")[0][0]
+        assert (most or 0) <= CONFIG.pictures_per_report, f"{most} pictures held together"
 
     @rule(who=st.integers(0, 2), payload=st.sampled_from(PAYLOADS))
     def telegram_start(self, who: int, payload: str) -> None:
@@ -599,3 +612,15 @@ settings.register_profile("tipline-model-soak", settings(max_examples=5000, stat
 
 TestConversationModel = ConversationMachine.TestCase
 TestConversationModel.settings = settings.get_profile("tipline-model-soak" if SOAK else "tipline-model-ci")
+
+
+PICTURE_REF = MediaRef("model", "a-phone-photo", "image/jpeg")
+
+
+class ModelPictures:
+    """The model's channel for pictures: every reference is the same phone photo."""
+
+    photo = phone_photo()
+
+    async def fetch(self, ref: MediaRef, max_bytes: int) -> bytes:
+        return self.photo

@@ -39,10 +39,10 @@ from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
-from bot.channels.telegram.media import SOURCE as MEDIA_SOURCE
-from bot.channels.telegram.media import TelegramPictureSource
 from bot.channels.telegram.alerts import SINK_PREFIX, TelegramAlertSink, delivery_error
 from bot.channels.telegram.limits import FloodLimiter, FloodLimits, transient
+from bot.channels.telegram.media import SOURCE as MEDIA_SOURCE
+from bot.channels.telegram.media import TelegramPictureSource
 from bot.channels.telegram.memory import ConversationMemory
 from bot.channels.telegram.officers import OfficerDesk
 from bot.channels.telegram.polling import Outcome, Poller
