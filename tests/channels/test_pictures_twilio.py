@@ -193,10 +193,16 @@ async def test_exit_after_pictures_leaves_none(tipline: Tipline) -> None:
     await to_details(tipline)
     original = phone_photo()
     await tipline.post(with_media(tipline, "", (original, "image/jpeg")))
+    async with tipline.store() as store:
+        (picture_id,) = [r[0] for r in await store.pictures._all("SELECT id FROM pictures")]
+        sealed = (await store.pictures._one("SELECT image FROM pictures WHERE id = ?", (picture_id,)))[0]
+    assert sealed[40:120] in tipline.raw_data()  # the sealed copy is there, in the database or its WAL
     assert await tipline.say(SENDER, "EXIT") == [catalogue("en", "erased")]
     async with tipline.store() as store:
         assert await store.pictures.count() == 0
-    assert XMP_MARKER.encode() not in tipline.raw_data()
+    raw = tipline.raw_data()
+    assert sealed[40:120] not in raw and picture_id.encode() not in raw  # secure_delete, and the WAL cut
+    assert XMP_MARKER.encode() not in raw
 
 
 async def test_more_than_the_limit_is_said_and_not_kept(tipline_factory, monkeypatch) -> None:
