@@ -19,6 +19,7 @@ class ComposedAlert:
     event: AlertEvent | None
     text: str
     notice: Notice | None = None
+    pictures: int = 0  # the case's (an addition's: those it brought); a Photos button when any
 
 
 class AlertComposer:
@@ -48,4 +49,4 @@ class AlertComposer:
         text = render_alert(
             self.catalogues, self.language, tip, event, full_details=self.full_details, additions=additions, pictures=pictures
         )
-        return ComposedAlert(tip, event, text)
+        return ComposedAlert(tip, event, text, pictures=pictures)

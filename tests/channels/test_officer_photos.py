@@ -71,3 +71,22 @@ def test_exit_after_a_photo_erases_it_and_officers_get_none(serve, fake: FakeTel
     (answer,) = group.type(f"/photos {case}")  # the case was withdrawn, its content erased
     assert answer["text"] == CATALOGUES.text("en", "officer.unknown_case", case=case)
     assert fake.sent_photos() == []
+
+
+def test_an_alert_about_a_case_with_photos_has_a_photos_button(serve, fake: FakeTelegramAPI) -> None:
+    running = serve()
+    group = Group(fake, running.url)
+    person = tipster(fake, running)
+    file_urgent_tip(person)
+    case = case_of(running)
+    urgent = group.alert(CATALOGUES.text("en", "alert.urgent", case=case))
+    buttons = [b["callback_data"] for row in urgent["reply_markup"]["inline_keyboard"] for b in row]
+    assert buttons == [f"o:ack:{case}", f"o:show:{case}"]  # no pictures yet: no Photos button
+    fake.add_file("van-800", phone_photo())
+    person.post(make_photo_update(person.new_update_id(), CHAT, file_id="van"))
+    person.say("Motel Lune")  # the place: an update alert, about a case that now has a picture
+    update = group.wait_for(lambda: next((m for m in group.sent() if "o:photos:" in str(m.get("reply_markup"))), None))
+    assert CATALOGUES.text("en", "alert.pictures", count=1, case=case) in update["text"]
+    group.press(f"o:photos:{case}")
+    (photo,) = fake.sent_photos(-1001)
+    assert photo["protect_content"] is True

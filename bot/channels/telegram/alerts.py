@@ -133,6 +133,7 @@ class _Message:
     completes: list[str] = field(default_factory=list)  # rows whose alert ends in this message
     cases: set[str] = field(default_factory=set)  # cases with text in this message
     open_end: bool = False  # the last alert in it continues in the next message
+    pictures: bool = False  # an alert in it is about a case with pictures
 
     def add(self, body: str, size: int) -> None:
         self.size += size + (len(_SEPARATOR) if self.parts else 0)
@@ -155,6 +156,7 @@ def plan_messages(alerts: list[tuple[OutboxItem, ComposedAlert]], *, merge: bool
             current.add(body, size)
             if alert.tip is not None:  # a notice names no case (and so never gets case buttons)
                 current.cases.add(alert.tip.case_number)
+                current.pictures = current.pictures or alert.pictures > 0
             current.open_end = index < len(pieces) - 1
             if not current.open_end:
                 current.completes.append(item.id)
@@ -235,7 +237,7 @@ class TelegramAlertSink:
         markup = None
         if len(message.completes) == 1 and len(message.cases) == 1:
             (case,) = message.cases
-            markup = officer_keyboard(self.composer.catalogues, self.composer.language, case)
+            markup = officer_keyboard(self.composer.catalogues, self.composer.language, case, photos=message.pictures)
         try:
             await self._send_to(chat_id, message, markup)
         except ChatMigrated as exc:

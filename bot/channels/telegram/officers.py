@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 OFFICER_PSEUDONYM_CHANNEL = "officer-telegram"
 BUTTON_PREFIX = "o:"
-BUTTON_ACTIONS = ("ack", "show")
+BUTTON_ACTIONS = ("ack", "show", "photos")  # Photos only under an alert about a case with pictures
 # Case numbers look like 26-0001. Anything else in callback data is not ours (Telegram lets a
 # client send any callback data, and it must fit the 64 bytes Telegram allows).
 _CASE = re.compile(r"^[0-9A-Za-z-]{1,32}$")
@@ -66,8 +66,9 @@ def with_replied_case(text: str, replied: str | None) -> str:
     return f"/{command.group(1)} {found.group(1)}" + (f" {rest}" if rest else "")
 
 
-def officer_keyboard(catalogues: Catalogues, language: str, case: str) -> InlineKeyboardMarkup | None:
-    """Acknowledge / Show under an alert about ``case``, labelled in the officers' language."""
+def officer_keyboard(catalogues: Catalogues, language: str, case: str, *, photos: bool = False) -> InlineKeyboardMarkup | None:
+    """Acknowledge / Show (/ Photos, when the case has pictures) under an alert about ``case``,
+    labelled in the officers' language."""
     if not _CASE.match(case):
         return None
     return InlineKeyboardMarkup(
@@ -75,6 +76,7 @@ def officer_keyboard(catalogues: Catalogues, language: str, case: str) -> Inline
             [
                 InlineKeyboardButton(catalogues.text(language, f"officer.button.{action}"), callback_data=f"{BUTTON_PREFIX}{action}:{case}")
                 for action in BUTTON_ACTIONS
+                if action != "photos" or photos
             ]
         ]
     )
