@@ -221,6 +221,7 @@ class _Tip:
 class _Alert:
     tip: _Tip
     text: str
+    pictures: int = 0
 
 
 def _item(n: int) -> OutboxItem:

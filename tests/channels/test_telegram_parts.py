@@ -207,6 +207,7 @@ class StubTip:
 class Composed:
     text: str
     tip: StubTip = StubTip()
+    pictures: int = 0
 
 
 class StubComposer:
