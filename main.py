@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 # python-telegram-bot 22 warns on every flood-wait error unless durations are timedeltas.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
@@ -33,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="create the key ring file (0600)")
     keygen.add_argument("--rotate", action="store_true", help="add a new active key and re-encrypt all data")
     commands.add_parser("flow", help="print the conversation flow as a Mermaid diagram")
+    backup = commands.add_parser("backup", help="an online, consistent copy of the SQLite database (0600), while serve runs")
+    backup.add_argument("file", help="the backup file to create (never overwritten)")
+    restore = commands.add_parser("restore", help="put a backup back (refused while serve or chat runs, or with other keys)")
+    restore.add_argument("file", help="a file written by backup")
     from bot.cli import add_tip_commands
     from bot.cli_outbox import add_outbox_commands
 
@@ -70,6 +75,11 @@ def run(argv: list[str]) -> int:
         from bot.cli import keygen
 
         return asyncio.run(keygen(settings, rotate=args.rotate))
+    if args.command in ("backup", "restore"):
+        from bot import backup
+
+        print((backup.backup if args.command == "backup" else backup.restore)(settings, Path(args.file)))
+        return 0
     if args.command == "outbox":
         from bot.cli_outbox import run_outbox_command
 

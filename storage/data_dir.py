@@ -35,7 +35,7 @@ def private_dir(path: Path) -> Path:
 
 
 class DataDirLock:
-    def __init__(self, data_dir: Path, *, exclusive: bool) -> None:
+    def __init__(self, data_dir: Path, *, exclusive: bool, purpose: str = "rotating keys") -> None:
         private_dir(data_dir)
         self._file = open(data_dir / LOCK_FILENAME, "a")  # noqa: SIM115 - held for the process's run
         try:
@@ -43,7 +43,7 @@ class DataDirLock:
         except BlockingIOError:
             self._file.close()
             raise DataDirBusy(
-                f"{data_dir} is in use: stop serve and chat before rotating keys"
+                f"{data_dir} is in use: stop serve and chat before {purpose}"
                 if exclusive
                 else f"{data_dir} is locked by a key rotation (keygen --rotate); start again when it is done"
             ) from None
