@@ -236,11 +236,23 @@ async def after_receipt(turn: Turn, state: Sent, reading: Reading) -> Conversati
         turn.say(language, "erased", purpose=Purpose.ERASED)
         return None
     if turn.msg.has_media:
-        # Sent right after the receipt, a picture is meant for the report just sent.
+        # Sent right after the receipt, a picture (and its caption) is meant for the report just sent.
+        if reading.danger:
+            await filing.escalate(turn, state.tip_id)
         added = await pictures.add_to_case(turn, language, state.tip_id)
-        await _pictures_alert(turn, state.tip_id, AlertEvent.ADDITION, added)
-        if not reading.text:
-            return state
+        tip = await turn.tx.tips.get(state.tip_id)
+        lines = pieces(reading.text, turn.config.max_text_chars) if reading.text else []
+        caption = [Followup(uuid.uuid4().hex, state.tip_id, "tipster", line, turn.now) for line in lines]
+        for followup in caption:
+            await turn.tx.followups.add(followup)
+        if tip is not None and (added or caption):
+            turn.alerts_queued += await enqueue_alert(
+                turn.tx, tip, AlertEvent.ADDITION, turn.config.alert_sinks, turn.now,
+                followup_ids=[f.id for f in caption], pictures=len(added),
+            )  # fmt: skip
+        if caption and not added:
+            turn.say(language, "add.sent")
+        return state
     if reading.is_(Control.HELP):
         turn.say(language, "help.idle")
         return state

@@ -38,8 +38,9 @@ def _say_refusals(turn: Turn, language: str, refusals: list[Refusal]) -> None:
 async def keep_with_draft(turn: Turn, language: str, held: int, tip_id: str | None = None) -> int:
     """Keep the message's pictures with the sender's draft (and with its case when one exists,
     an urgent report's). ``held``: how many the draft holds already. Returns how many it holds now."""
-    if not turn.msg.has_media:
+    if not turn.msg.has_media or turn.pictures_taken:
         return held
+    turn.pictures_taken = True
     limit = turn.config.pictures_per_report
     pictures, refusals = _received(turn)
     if limit == 0 and (pictures or refusals):
@@ -62,8 +63,9 @@ async def keep_with_draft(turn: Turn, language: str, held: int, tip_id: str | No
 async def add_to_case(turn: Turn, language: str, tip_id: str) -> list[str]:
     """Pictures sent after the report went (just after the receipt, or answering officers): added
     to the case at once, within the case's limit. Returns the ids added."""
-    if not turn.msg.has_media:
+    if not turn.msg.has_media or turn.pictures_taken:
         return []
+    turn.pictures_taken = True
     limit = turn.config.pictures_per_report
     pictures, refusals = _received(turn)
     if limit == 0 and (pictures or refusals):

@@ -46,6 +46,7 @@ class Turn:
     vocabulary: Vocabulary  # the catalogues' word lists, read once
     # What became of the pictures the message carried (fetched and stripped before the transaction).
     pictures: tuple[Received, ...] = ()
+    pictures_taken: bool = False  # set once they are kept or refused: a message's pictures go one place
     replies: list[OutboundMessage] = field(default_factory=list)
     alerts_queued: int = 0
 

@@ -83,6 +83,11 @@ async def test_a_picture_just_after_the_receipt_joins_the_report_sent(engine: En
     assert [r.key for r in await engine.handle(picture_message("", "p1"))] == ["picture.added"]
     (tip,) = await store.tips.list(None)
     assert await store.pictures.count_for_tip(tip.id) == 1
+    # With a caption: both join the case sent, and no new report opens with a second copy.
+    assert [r.key for r in await engine.handle(picture_message("the van again", "p1"))] == ["picture.added"]
+    assert await store.pictures.count_for_tip(tip.id) == 2 and await store.pictures.count() == 2
+    assert [f.text for f in await store.followups.for_tip(tip.id)] == ["the van again"]
+    assert len(await store.tips.list(None)) == 1
 
 
 async def test_exit_and_cancel_leave_no_picture(engine: Engine, store) -> None:
