@@ -194,17 +194,25 @@ async def expire(tx: Repositories, sender: str, state: ConversationState, sinks:
 
 
 async def file_addition(
-    tx: Repositories, tip_id: str, lines: list[str], sinks: tuple[str, ...], now: float, *, owner: str | None = None
+    tx: Repositories,
+    tip_id: str,
+    lines: list[str],
+    sinks: tuple[str, ...],
+    now: float,
+    *,
+    owner: str | None = None,
+    pictures: int = 0,
 ) -> int:
-    """Lines (and the pictures ``owner`` sent with them) added to a case (ADD, or an ADD left
-    unfinished), with one alert. Nothing is added to a case that is gone or closed: the pictures
-    are then erased. Returns how many lines and pictures were added."""
+    """Lines (and the pictures ``owner`` sent with them, or ``pictures`` already added to the case)
+    added to a case (ADD, an ADD left unfinished, a caption after the receipt), with one alert.
+    Nothing is added to a case that is gone or closed: the pictures are then erased. Returns how
+    many lines and pictures were added."""
     tip = await tx.tips.get(tip_id)
     if tip is None or tip.status in (TipStatus.CLOSED, TipStatus.WITHDRAWN):
         if owner is not None:
             await tx.pictures.delete_owned(owner)
         return 0
-    pictures = await tx.pictures.file(owner, tip.id) if owner is not None else 0
+    pictures += await tx.pictures.file(owner, tip.id) if owner is not None else 0
     if not lines and not pictures:
         return 0
     added = [Followup(uuid.uuid4().hex, tip.id, "tipster", line, now) for line in lines]

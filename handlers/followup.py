@@ -240,17 +240,10 @@ async def after_receipt(turn: Turn, state: Sent, reading: Reading) -> Conversati
         if reading.danger:
             await filing.escalate(turn, state.tip_id)
         added = await pictures.add_to_case(turn, language, state.tip_id)
-        tip = await turn.tx.tips.get(state.tip_id)
-        lines = pieces(reading.text, turn.config.max_text_chars) if reading.text else []
-        caption = [Followup(uuid.uuid4().hex, state.tip_id, "tipster", line, turn.now) for line in lines]
-        for followup in caption:
-            await turn.tx.followups.add(followup)
-        if tip is not None and (added or caption):
-            turn.alerts_queued += await enqueue_alert(
-                turn.tx, tip, AlertEvent.ADDITION, turn.config.alert_sinks, turn.now,
-                followup_ids=[f.id for f in caption], pictures=len(added),
-            )  # fmt: skip
-        if caption and not added:
+        caption = pieces(reading.text, turn.config.max_text_chars) if reading.text else []
+        filed = await file_addition(turn.tx, state.tip_id, caption, turn.config.alert_sinks, turn.now, pictures=len(added))
+        turn.alerts_queued += filed
+        if filed and not added:
             turn.say(language, "add.sent")
         return state
     if reading.is_(Control.HELP):

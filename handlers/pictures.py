@@ -35,26 +35,33 @@ def _say_refusals(turn: Turn, language: str, refusals: list[Refusal]) -> None:
             turn.say(language, _REFUSAL_KEYS[reason], mb=turn.config.picture_max_bytes // (1024 * 1024))
 
 
+def _take(turn: Turn, language: str) -> tuple[list[Picture], list[Refusal]] | None:
+    """The message's pictures, taken once per turn (a message's pictures go one place); None when
+    there is nothing to keep (no media, already taken, or pictures turned off: said so)."""
+    if not turn.msg.has_media or turn.pictures_taken:
+        return None
+    turn.pictures_taken = True
+    pictures, refusals = _received(turn)
+    if turn.config.pictures_per_report == 0 and (pictures or refusals):
+        turn.say(language, "picture.off")
+        return None
+    return pictures, refusals
+
+
 async def keep_with_draft(turn: Turn, language: str, held: int, tip_id: str | None = None) -> int:
     """Keep the message's pictures with the sender's draft (and with its case when one exists,
     an urgent report's). ``held``: how many the draft holds already. Returns how many it holds now."""
-    if not turn.msg.has_media or turn.pictures_taken:
+    taken = _take(turn, language)
+    if taken is None:
         return held
-    turn.pictures_taken = True
+    pictures, refusals = taken
     limit = turn.config.pictures_per_report
-    pictures, refusals = _received(turn)
-    if limit == 0 and (pictures or refusals):
-        turn.say(language, "picture.off")
-        return held
-    full = False
-    for picture in pictures:
-        if held >= limit:
-            full = True
-            continue
+    kept = pictures[: max(0, limit - held)]
+    for picture in kept:
         await turn.tx.pictures.add(uuid.uuid4().hex, picture.image, turn.now, owner=turn.msg.sender, tip_id=tip_id)
         held += 1
         turn.say(language, "picture.kept", count=held, limit=limit)
-    if full:
+    if len(kept) < len(pictures):
         turn.say(language, "picture.full", limit=limit)
     _say_refusals(turn, language, refusals)
     return held
@@ -63,23 +70,15 @@ async def keep_with_draft(turn: Turn, language: str, held: int, tip_id: str | No
 async def add_to_case(turn: Turn, language: str, tip_id: str) -> list[str]:
     """Pictures sent after the report went (just after the receipt, or answering officers): added
     to the case at once, within the case's limit. Returns the ids added."""
-    if not turn.msg.has_media or turn.pictures_taken:
+    taken = _take(turn, language)
+    if taken is None:
         return []
-    turn.pictures_taken = True
+    pictures, refusals = taken
     limit = turn.config.pictures_per_report
-    pictures, refusals = _received(turn)
-    if limit == 0 and (pictures or refusals):
-        turn.say(language, "picture.off")
-        return []
-    held = await turn.tx.pictures.count_for_tip(tip_id)
-    added: list[str] = []
-    for picture in pictures:
-        if held >= limit:
-            break
-        picture_id = uuid.uuid4().hex
+    room = max(0, limit - await turn.tx.pictures.count_for_tip(tip_id))
+    added = [uuid.uuid4().hex for _ in pictures[:room]]
+    for picture_id, picture in zip(added, pictures):
         await turn.tx.pictures.add(picture_id, picture.image, turn.now, tip_id=tip_id)
-        added.append(picture_id)
-        held += 1
     if added:
         turn.say(language, "picture.added")
     if len(added) < len(pictures):
