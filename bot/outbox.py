@@ -16,6 +16,12 @@ is reached again, not at every try.
 A sink may also offer ``deliver_batch(items, target)``: the worker then hands it all the rows due
 for one target at once (in priority order), so it can merge them (the Telegram group's digest when
 a burst would pass the group's flood limit). The batch goes where its most urgent row would have.
+
+Several instances may share one outbox (PostgreSQL): a pass *claims* its rows first, leasing them
+for ``LEASE_SECONDS`` (skipping rows another instance is claiming), and keeps the lease fresh
+while a slow provider answers. An instance killed mid-delivery leaves its rows leased; they are due
+again when the lease runs out, so the only way a row goes out twice is a kill between the
+provider's "sent" and the commit that records it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import logging
 import random
 import time
+from contextlib import suppress
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -35,6 +42,8 @@ log = logging.getLogger(__name__)
 # How often rows for an unreachable target are tried again: slow (one request per target each
 # time), but an alert still goes out within minutes of the bot being added back.
 UNREACHABLE_RETRY_SECONDS = 300.0
+# How long a claimed row is this instance's alone; renewed every third of it while delivering.
+LEASE_SECONDS = 15.0
 
 
 class DeliveryError(Exception):
@@ -90,9 +99,11 @@ class OutboxWorker:
         jitter: Callable[[], float] = random.random,
         batch: int = 50,
         allowed: Callable[[str], bool] | None = None,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         self.store = store
         self.sinks = sinks
+        self.lease = lease
         # Whether a row's sink ("telegram:-100123") is one this deployment sends to; None: any.
         self.allowed = allowed
         self.max_attempts = max_attempts
@@ -120,20 +131,42 @@ class OutboxWorker:
         """Deliver every row that is due now; returns how many were delivered. Passes never
         overlap (the background loop and a caller's drain), so no row is sent twice."""
         async with self._pass:
-            delivered = 0
-            due = await self.store.outbox.due(self._clock(), self._batch)
-            refused = [i for i in due if self._refusal(i)]
-            for item in refused:
-                await self._failed(item, DeliveryError(self._refusal(item) or "", permanent=True))
-            due = [i for i in due if i not in refused]
-            batched: set[str] = set()
-            for item in due:
-                if not hasattr(self.sinks.get(item.sink.partition(":")[0]), "deliver_batch"):
-                    delivered += await self._deliver([item])
-                elif item.sink not in batched:  # the target's rows go together, at its first row's turn
-                    batched.add(item.sink)
-                    delivered += await self._deliver([i for i in due if i.sink == item.sink])
-            return delivered
+            async with self.store.transaction() as tx:
+                due = await tx.outbox.claim(self._clock(), self.lease, self._batch)
+            if not due:
+                return 0
+            keeper = asyncio.create_task(self._keep_leased([i.id for i in due]), name="outbox-lease")
+            try:
+                return await self._deliver_claimed(due)
+            finally:
+                keeper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await keeper
+
+    async def _keep_leased(self, ids: list[str]) -> None:
+        """While this pass runs, its rows stay leased (a provider may take its time)."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.outbox.extend_lease(ids, self._clock() + self.lease)
+            except Exception:  # noqa: BLE001 - the next renewal retries; the lease still runs
+                log.warning("outbox: a lease could not be renewed", exc_info=True)
+
+    async def _deliver_claimed(self, due: list[OutboxItem]) -> int:
+        delivered = 0
+        refused = [i for i in due if self._refusal(i)]
+        for item in refused:
+            await self._failed(item, DeliveryError(self._refusal(item) or "", permanent=True))
+        due = [i for i in due if i not in refused]
+        batched: set[str] = set()
+        for item in due:
+            if not hasattr(self.sinks.get(item.sink.partition(":")[0]), "deliver_batch"):
+                delivered += await self._deliver([item])
+            elif item.sink not in batched:  # the target's rows go together, at its first row's turn
+                batched.add(item.sink)
+                delivered += await self._deliver([i for i in due if i.sink == item.sink])
+        return delivered
 
     def _refusal(self, item: OutboxItem) -> str | None:
         """Why a row must not be sent at all (it goes dead at once, and is counted), or None."""

@@ -13,11 +13,11 @@ from storage.repositories import _Repository
 TABLE, COLUMN = "pictures", "image"
 
 
-class SqlitePictureRepository(_Repository):
+class SqlPictureRepository(_Repository):
     async def add(self, picture_id: str, image: bytes, at: float, *, owner: str | None = None, tip_id: str | None = None) -> None:
         assert self._cipher is not None
         sealed = self._cipher.encrypt(image, table=TABLE, column=COLUMN, row=picture_id)
-        await self._conn.execute(
+        await self._db.run(
             "INSERT INTO pictures (id, owner, tip_id, created_at, image) VALUES (?, ?, ?, ?, ?)", (picture_id, owner, tip_id, at, sealed)
         )
 
@@ -42,36 +42,31 @@ class SqlitePictureRepository(_Repository):
             sql = "UPDATE pictures SET tip_id = ? WHERE owner = ?"
         else:
             sql = "UPDATE pictures SET tip_id = ?, owner = NULL WHERE owner = ?"
-        cursor = await self._conn.execute(sql, (tip_id, owner))
-        return cursor.rowcount
+        return await self._db.run(sql, (tip_id, owner))
 
     async def delete(self, ids: list[str]) -> int:
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        cursor = await self._conn.execute(f"DELETE FROM pictures WHERE id IN ({marks})", tuple(ids))
-        return cursor.rowcount
+        return await self._db.run(f"DELETE FROM pictures WHERE id IN ({marks})", tuple(ids))
 
     async def delete_owned(self, owner: str) -> int:
-        cursor = await self._conn.execute("DELETE FROM pictures WHERE owner = ?", (owner,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM pictures WHERE owner = ?", (owner,))
 
     async def delete_for_tip(self, tip_id: str) -> int:
-        cursor = await self._conn.execute("DELETE FROM pictures WHERE tip_id = ?", (tip_id,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM pictures WHERE tip_id = ?", (tip_id,))
 
     async def purge_orphans(self, before: float) -> int:
         """Pictures nothing leads to any more: a draft's whose sender has no draft (kept or set
         aside), and a case's whose case is gone. Only those older than ``before``, so a picture
         whose draft is being written in the same instant is never taken."""
-        cursor = await self._conn.execute(
+        return await self._db.run(
             "DELETE FROM pictures WHERE created_at < ? AND ("
             " (tip_id IS NULL AND (owner IS NULL OR (owner NOT IN (SELECT sender FROM drafts)"
             "  AND owner NOT IN (SELECT sender FROM drafts_aside))))"
             " OR (tip_id IS NOT NULL AND owner IS NULL AND tip_id NOT IN (SELECT id FROM tips)))",
             (before,),
         )
-        return cursor.rowcount
 
     async def count(self) -> int:
         return int((await self._one("SELECT count(*) FROM pictures"))[0])

@@ -1,4 +1,4 @@
-"""SQLite repositories. Each is bound to one connection: the store's read-only reader, or the
+"""The SQL repositories, for every backend (see storage.sql). Each is bound to one connection: the store's read-only reader, or the
 writer inside a transaction. Encrypted columns are sealed with associated data naming their table,
 column and row, so a value copied into another row does not open."""
 
@@ -9,9 +9,8 @@ from typing import Any
 
 import logging
 
-import aiosqlite
-
 from storage.crypto import Cipher, DecryptionError
+from storage.sql import Db
 from storage.records import AuditEntry, Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
 
 GENESIS_HASH = "0" * 64
@@ -20,17 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class _Repository:
-    def __init__(self, conn: aiosqlite.Connection, cipher: Cipher | None = None) -> None:
-        self._conn = conn
+    def __init__(self, db: Db, cipher: Cipher | None = None) -> None:
+        self._db = db
         self._cipher = cipher
 
     async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        async with self._conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        return await self._db.one(sql, params)
 
     async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        async with self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return await self._db.all(sql, params)
 
     def _seal(self, value: object, table: str, column: str, row: str) -> bytes:
         assert self._cipher is not None
@@ -41,7 +38,7 @@ class _Repository:
         return self._cipher.decrypt_json(blob, table=table, column=column, row=row)
 
 
-class SqliteDraftRepository(_Repository):
+class SqlDraftRepository(_Repository):
     async def get(self, sender: str) -> Draft | None:
         row = await self._one("SELECT state, updated_at, expires_at FROM drafts WHERE sender = ?", (sender,))
         if row is None:
@@ -49,7 +46,7 @@ class SqliteDraftRepository(_Repository):
         return Draft(sender, self._open(row[0], "drafts", "state", sender), row[1], row[2])
 
     async def save(self, draft: Draft) -> None:
-        await self._conn.execute(
+        await self._db.run(
             "INSERT INTO drafts (sender, state, updated_at, expires_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (sender) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, "
             "expires_at = excluded.expires_at",
@@ -57,7 +54,7 @@ class SqliteDraftRepository(_Repository):
         )
 
     async def delete(self, sender: str) -> None:
-        await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (sender,))
+        await self._db.run("DELETE FROM drafts WHERE sender = ?", (sender,))
 
     async def expired(self, now: float, limit: int = 100) -> list[str]:
         rows = await self._all("SELECT sender FROM drafts WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit))
@@ -68,23 +65,22 @@ class SqliteDraftRepository(_Repository):
 
     async def set_aside(self, sender: str, at: float) -> None:
         # Moved as stored: the ciphertext stays bound to ("drafts", "state", sender), unread.
-        await self._conn.execute(
-            "INSERT INTO drafts_aside (sender, state, updated_at, set_aside_at) SELECT sender, state, updated_at, ? FROM drafts WHERE sender = ?",
+        await self._db.run(
+            "INSERT INTO drafts_aside (sender, state, updated_at, set_aside_at) SELECT sender, state, updated_at, CAST(? AS DOUBLE PRECISION) FROM drafts WHERE sender = ?",
             (at, sender),
         )
-        await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (sender,))
+        await self._db.run("DELETE FROM drafts WHERE sender = ?", (sender,))
 
     async def erase(self, sender: str) -> None:
-        await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (sender,))
-        await self._conn.execute("DELETE FROM drafts_aside WHERE sender = ?", (sender,))
-        await self._conn.execute("DELETE FROM pictures WHERE owner = ?", (sender,))
+        await self._db.run("DELETE FROM drafts WHERE sender = ?", (sender,))
+        await self._db.run("DELETE FROM drafts_aside WHERE sender = ?", (sender,))
+        await self._db.run("DELETE FROM pictures WHERE owner = ?", (sender,))
 
     async def set_aside_count(self) -> int:
         return int((await self._one("SELECT count(*) FROM drafts_aside"))[0])
 
     async def purge_set_aside_before(self, at: float) -> int:
-        cursor = await self._conn.execute("DELETE FROM drafts_aside WHERE set_aside_at < ?", (at,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM drafts_aside WHERE set_aside_at < ?", (at,))
 
 
 TIP_COLUMNS = (
@@ -107,7 +103,7 @@ def tip_plain_columns(row: Any) -> tuple[object, ...]:
     return (*row[1:11], *(float(t) if t is not None else None for t in row[14:17]))
 
 
-class SqliteTipRepository(_Repository):
+class SqlTipRepository(_Repository):
     def _tip(self, row: Any) -> Tip:
         tip_id = row[0]
         return Tip(
@@ -162,7 +158,7 @@ class SqliteTipRepository(_Repository):
             params = tuple(s.value for s in statuses)
         rows = await self._all(
             f"SELECT {TIP_COLUMNS} FROM tips {where} ORDER BY urgent DESC, minor DESC, created_at DESC LIMIT ?",
-            (*params, -1 if limit is None else limit),
+            (*params, self._db.no_limit if limit is None else limit),
         )
         return [self._tip(r) for r in rows]
 
@@ -175,7 +171,7 @@ class SqliteTipRepository(_Repository):
             self._seal(tip.answers, "tips", "answers", tip.id), contact, reason,
             float(tip.created_at), float(tip.updated_at), float(tip.closed_at) if tip.closed_at is not None else None,
         )  # fmt: skip
-        await self._conn.execute(
+        await self._db.run(
             # An upsert, not INSERT OR REPLACE: REPLACE deletes the row first, which cascades to its
             # follow-ups and would silently drop another tip holding the same case number/receipt.
             f"INSERT INTO tips ({TIP_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT (id) DO UPDATE SET "
@@ -185,21 +181,21 @@ class SqliteTipRepository(_Repository):
         )
 
     async def delete(self, tip_id: str) -> None:
-        await self._conn.execute("DELETE FROM tips WHERE id = ?", (tip_id,))
+        await self._db.run("DELETE FROM tips WHERE id = ?", (tip_id,))
 
     async def next_case_number(self, year: int) -> str:
         """Short, sequential per year: 26-0001. Only officers see it; the tipster gets a receipt."""
         name = f"case:{year}"
-        await self._conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,)
+        await self._db.run(
+            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = counters.value + 1", (name,)
         )
         value = (await self._one("SELECT value FROM counters WHERE name = ?", (name,)))[0]
         return f"{year % 100:02d}-{value:04d}"
 
 
-class SqliteFollowupRepository(_Repository):
+class SqlFollowupRepository(_Repository):
     async def add(self, followup: Followup) -> None:
-        await self._conn.execute(
+        await self._db.run(
             "INSERT INTO followups (id, tip_id, author, body, created_at, read_at) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 followup.id, followup.tip_id, followup.author,
@@ -214,16 +210,16 @@ class SqliteFollowupRepository(_Repository):
         return [Followup(r[0], tip_id, r[1], self._open(r[2], "followups", "body", r[0]), r[3], r[4]) for r in rows]
 
     async def mark_read(self, ids: list[str], at: float) -> None:
-        await self._conn.executemany("UPDATE followups SET read_at = ? WHERE id = ? AND read_at IS NULL", [(at, i) for i in ids])
+        await self._db.run_many("UPDATE followups SET read_at = ? WHERE id = ? AND read_at IS NULL", [(at, i) for i in ids])
 
     async def delete_for_tip(self, tip_id: str) -> None:
-        await self._conn.execute("DELETE FROM followups WHERE tip_id = ?", (tip_id,))
+        await self._db.run("DELETE FROM followups WHERE tip_id = ?", (tip_id,))
 
     async def delete(self, ids: list[str]) -> None:
-        await self._conn.executemany("DELETE FROM followups WHERE id = ?", [(i,) for i in ids])
+        await self._db.run_many("DELETE FROM followups WHERE id = ?", [(i,) for i in ids])
 
 
-class SqliteProcessedRepository(_Repository):
+class SqlProcessedRepository(_Repository):
     """Provider message ids as keyed hashes (never the raw MessageSid or update_id), and the replies
     given to each, cached apart for the short time a provider may retry."""
 
@@ -244,23 +240,20 @@ class SqliteProcessedRepository(_Repository):
 
     async def add(self, key: str, replies: list[dict[str, Any]], at: float, sender: str | None = None) -> None:
         hashed = self._key(key)
-        await self._conn.execute("INSERT INTO processed (key, at) VALUES (?, ?)", (hashed, at))
-        await self._conn.execute(
+        await self._db.run("INSERT INTO processed (key, at) VALUES (?, ?)", (hashed, at))
+        await self._db.run(
             "INSERT INTO cached_replies (key, sender, replies, at) VALUES (?, ?, ?, ?)",
             (hashed, sender, self._seal(replies, "cached_replies", "replies", hashed), at),
         )
 
     async def forget_replies(self, sender: str) -> int:
-        cursor = await self._conn.execute("DELETE FROM cached_replies WHERE sender = ?", (sender,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM cached_replies WHERE sender = ?", (sender,))
 
     async def purge_replies_before(self, at: float) -> int:
-        cursor = await self._conn.execute("DELETE FROM cached_replies WHERE at < ?", (at,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM cached_replies WHERE at < ?", (at,))
 
     async def purge_before(self, at: float) -> int:
-        cursor = await self._conn.execute("DELETE FROM processed WHERE at < ?", (at,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM processed WHERE at < ?", (at,))
 
 
 _OUTBOX_COLUMNS = "id, sink, payload, status, attempts, next_at, created_at, priority, delivered_at, last_error"
@@ -272,7 +265,7 @@ def outbox_row(item_id: str, sink: str) -> str:
     return f"{item_id}|{sink}"
 
 
-class SqliteOutboxRepository(_Repository):
+class SqlOutboxRepository(_Repository):
     def _item(self, r: Any) -> OutboxItem:
         try:
             payload = self._open(r[2], "outbox", "payload", outbox_row(r[0], r[1]))
@@ -281,7 +274,7 @@ class SqliteOutboxRepository(_Repository):
         return OutboxItem(r[0], r[1], payload, OutboxStatus(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
 
     async def add(self, item: OutboxItem) -> None:
-        await self._conn.execute(
+        await self._db.run(
             f"INSERT INTO outbox ({_OUTBOX_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "(SELECT coalesce(max(seq), 0) + 1 FROM outbox))",
             (
@@ -303,13 +296,36 @@ class SqliteOutboxRepository(_Repository):
         )
         return [self._item(r) for r in rows]
 
+    async def claim(self, now: float, lease_seconds: float, limit: int = 50) -> list[OutboxItem]:
+        """Due rows this instance will deliver, leased until ``now + lease_seconds``: no other
+        instance claims them meanwhile (rows another is claiming at this instant are skipped, not
+        waited for), and if this one dies they are due again when the lease runs out."""
+        rows = await self._all(
+            f"UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' "
+            f"AND next_at <= ? AND lease_until <= ? ORDER BY priority DESC, seq LIMIT ?{self._db.skip_locked}) "
+            f"RETURNING {_OUTBOX_COLUMNS}, seq",
+            (now + lease_seconds, now, now, limit),
+        )
+        rows.sort(key=lambda r: (-r[7], r[10]))  # RETURNING keeps no order: urgent first, then oldest
+        return [self._item(r) for r in rows]
+
+    async def extend_lease(self, ids: list[str], until: float) -> int:
+        """Keep rows still being delivered leased (a slow provider must not let another instance
+        send them too); rows already marked are left alone."""
+        if not ids:
+            return 0
+        marks = ", ".join("?" * len(ids))
+        return await self._db.run(
+            f"UPDATE outbox SET lease_until = ? WHERE id IN ({marks}) AND status = 'pending' AND lease_until > 0", (until, *ids)
+        )
+
     async def get(self, item_id: str) -> OutboxItem | None:
         row = await self._one(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item_id,))
         return self._item(row) if row else None
 
     async def mark_delivered(self, item_id: str, at: float) -> None:
-        await self._conn.execute(
-            "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_error = NULL, unreachable = 0 WHERE id = ?",
+        await self._db.run(
+            "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_error = NULL, unreachable = 0, lease_until = 0 WHERE id = ?",
             (at, item_id),
         )
 
@@ -317,8 +333,8 @@ class SqliteOutboxRepository(_Repository):
         self, item_id: str, attempts: int, next_at: float, error: str, dead: bool, unreachable: bool = False
     ) -> None:
         status = OutboxStatus.DEAD if dead else OutboxStatus.PENDING
-        await self._conn.execute(
-            "UPDATE outbox SET status = ?, attempts = ?, next_at = ?, last_error = ?, unreachable = ? WHERE id = ?",
+        await self._db.run(
+            "UPDATE outbox SET status = ?, attempts = ?, next_at = ?, last_error = ?, unreachable = ?, lease_until = 0 WHERE id = ?",
             (status.value, attempts, next_at, error[:200], int(unreachable and not dead), item_id),
         )
 
@@ -328,12 +344,14 @@ class SqliteOutboxRepository(_Repository):
         return {status: found.get(status, 0) for status in OutboxStatus}
 
     async def next_due_at(self) -> float | None:
-        row = await self._one("SELECT min(next_at) FROM outbox WHERE status = 'pending'")
+        # A row leased by an instance is not due before its lease runs out.
+        row = await self._one(
+            "SELECT min(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END) FROM outbox WHERE status = 'pending'"
+        )
         return row[0] if row else None
 
     async def delete_delivered_before(self, at: float) -> int:
-        cursor = await self._conn.execute("DELETE FROM outbox WHERE status = 'delivered' AND delivered_at < ?", (at,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM outbox WHERE status = 'delivered' AND delivered_at < ?", (at,))
 
     async def listing(self, statuses: tuple[OutboxStatus, ...], limit: int | None = None) -> list[OutboxEntry]:
         if not statuses:
@@ -342,7 +360,7 @@ class SqliteOutboxRepository(_Repository):
         rows = await self._all(
             "SELECT id, sink, status, priority, attempts, next_at, created_at, last_error, unreachable FROM outbox "
             f"WHERE status IN ({', '.join('?' * len(statuses))}) ORDER BY priority DESC, seq LIMIT ?",
-            (*(s.value for s in statuses), -1 if limit is None else limit),
+            (*(s.value for s in statuses), self._db.no_limit if limit is None else limit),
         )
         return [OutboxEntry(r[0], r[1], OutboxStatus(r[2]), r[3], r[4], r[5], r[6], r[7], bool(r[8])) for r in rows]
 
@@ -351,24 +369,22 @@ class SqliteOutboxRepository(_Repository):
         return {sink: int(n) for sink, n in rows}
 
     async def release_unreachable(self, sink: str, now: float) -> int:
-        cursor = await self._conn.execute(
+        return await self._db.run(
             "UPDATE outbox SET next_at = ? WHERE sink = ? AND status = 'pending' AND unreachable = 1", (now, sink)
         )
-        return cursor.rowcount
 
     async def requeue_dead(self, now: float, id_prefix: str | None = None) -> int:
         where, params = "", ()
         if id_prefix is not None:
             # A prefix compared as text (not LIKE), so "_" or "%" in it match only themselves.
             where, params = " AND substr(id, 1, ?) = ?", (len(id_prefix), id_prefix)
-        cursor = await self._conn.execute(
+        return await self._db.run(
             f"UPDATE outbox SET status = 'pending', attempts = 0, next_at = ?, unreachable = 0 WHERE status = 'dead'{where}",
             (now, *params),
         )
-        return cursor.rowcount
 
 
-class SqliteAuditRepository(_Repository):
+class SqlAuditRepository(_Repository):
     """Append-only, hash-chained: each row's hash covers its content and the previous hash, keyed
     from the key ring (``Cipher.chain_hash``) so the chain cannot be rebuilt without the keys."""
 
@@ -377,17 +393,18 @@ class SqliteAuditRepository(_Repository):
         return self._cipher.chain_hash(previous, record)
 
     async def append(self, officer: str, tip_id: str, action: str, at: float) -> AuditEntry:
+        await self._db.lock("audit")  # one chain: appends of several instances take turns
         last = await self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         # float(): the column is REAL, so an int time would read back as 5.0 and no longer hash to 5.
         entry = AuditEntry(seq, float(at), officer, tip_id, action, prev, "")
         entry.hash = self._chain(prev, entry.record())
-        await self._conn.execute(
+        await self._db.run(
             "INSERT INTO audit (seq, at, officer, tip_id, action, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (entry.seq, entry.at, entry.officer, entry.tip_id, entry.action, entry.prev_hash, entry.hash),
         )
         # The head is kept apart so that deleting the newest rows is detected too.
-        await self._conn.execute(
+        await self._db.run(
             "INSERT INTO meta (name, value) VALUES ('audit_head', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (f"{entry.seq}:{entry.hash}",),
         )
@@ -424,11 +441,11 @@ class SqliteAuditRepository(_Repository):
         return [AuditEntry(*r) for r in rows]
 
 
-class SqliteReceiptAttemptRepository(_Repository):
+class SqlReceiptAttemptRepository(_Repository):
     async def record_failure(self, sender: str, at: float) -> None:
-        await self._conn.execute("INSERT INTO receipt_failures (sender, at) VALUES (?, ?)", (sender, at))
+        await self._db.run("INSERT INTO receipt_failures (sender, at) VALUES (?, ?)", (sender, at))
         # Keep the table small: a day of history is more than the lock-out window needs.
-        await self._conn.execute("DELETE FROM receipt_failures WHERE at < ?", (at - 86400,))
+        await self._db.run("DELETE FROM receipt_failures WHERE at < ?", (at - 86400,))
 
     async def failures_since(self, sender: str, since: float) -> int:
         return int((await self._one("SELECT count(*) FROM receipt_failures WHERE sender = ? AND at >= ?", (sender, since)))[0])
@@ -443,14 +460,15 @@ class SqliteReceiptAttemptRepository(_Repository):
         return None if row is None or row[0] is None else float(row[0])
 
 
-class SqliteMessageRefRepository(_Repository):
+class SqlMessageRefRepository(_Repository):
     """Provider message ids of a conversation (Telegram), kept encrypted so the conversation can
     be deleted from the person's phone; dropped once used or after Telegram's 48-hour limit."""
 
     async def add(self, sender: str, refs: list[str], at: float) -> None:
+        await self._db.lock(f"message-refs:{sender}")  # read, merge, write: one instance at a time
         current = await self.get(sender)
         merged = current + [r for r in refs if r not in current]
-        await self._conn.execute(
+        await self._db.run(
             "INSERT INTO message_refs (sender, refs, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT (sender) DO UPDATE SET refs = excluded.refs, updated_at = excluded.updated_at",
             (sender, self._seal(merged, "message_refs", "refs", sender), at),
@@ -461,11 +479,10 @@ class SqliteMessageRefRepository(_Repository):
         return list(self._open(row[0], "message_refs", "refs", sender)) if row else []
 
     async def delete(self, sender: str) -> None:
-        await self._conn.execute("DELETE FROM message_refs WHERE sender = ?", (sender,))
+        await self._db.run("DELETE FROM message_refs WHERE sender = ?", (sender,))
 
     async def purge_before(self, at: float) -> int:
-        cursor = await self._conn.execute("DELETE FROM message_refs WHERE updated_at < ?", (at,))
-        return cursor.rowcount
+        return await self._db.run("DELETE FROM message_refs WHERE updated_at < ?", (at,))
 
 
 def utc_year(timestamp: float) -> int:

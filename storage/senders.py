@@ -1,11 +1,11 @@
 """Tipster pseudonyms that expire: the epoch peppers at rest, and the rows named by a pseudonym.
 
-* ``SqlitePepperRepository`` keeps one random pepper per epoch in ``pseudonym_peppers``, sealed
+* ``SqlPepperRepository`` keeps one random pepper per epoch in ``pseudonym_peppers``, sealed
   with the key ring's AES key (so it works the same with a key file or a read-only
   ``TIPLINE_KEYRING``), creates the current epoch's on demand and deletes every other one but the
   previous epoch's. ``secure_delete`` overwrites the deleted row; the store then truncates the WAL
   (``SqliteStore.checkpoint``) so no earlier copy of the page survives there either.
-* ``SqliteSenderRepository`` moves a tipster's rows from the previous epoch's pseudonym to the
+* ``SqlSenderRepository`` moves a tipster's rows from the previous epoch's pseudonym to the
   current one on first contact (so at most two epochs are ever live), and forgets the sender of a
   filed tip once the per-sender urgent-alert limit no longer looks at it.
 """
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 
-import aiosqlite
-
 from storage.crypto import Cipher, DecryptionError, EpochPeppers, new_epoch_pepper
+from storage.sql import Db
 from storage.repositories import ALTERED_SEAL, TIP_COLUMNS, _Repository, tip_plain_columns, tip_seal
 
 log = logging.getLogger(__name__)
@@ -24,16 +23,16 @@ log = logging.getLogger(__name__)
 FORGOTTEN = ""  # tips.sender once nothing needs it (never a pseudonym: those are 64 hex digits)
 
 
-class SqlitePepperRepository(_Repository):
+class SqlPepperRepository(_Repository):
     async def rotate(self, current: int) -> int:
         """Create the current epoch's pepper if missing; destroy all but it and the previous one.
         Returns how many peppers were destroyed."""
         assert self._cipher is not None
-        cursor = await self._conn.execute("DELETE FROM pseudonym_peppers WHERE epoch NOT IN (?, ?)", (current, current - 1))
-        destroyed = cursor.rowcount
+        await self._db.lock("pseudonym-peppers")  # instances rotating at once create one pepper
+        destroyed = await self._db.run("DELETE FROM pseudonym_peppers WHERE epoch NOT IN (?, ?)", (current, current - 1))
         if await self._one("SELECT 1 FROM pseudonym_peppers WHERE epoch = ?", (current,)) is None:
             sealed = self._cipher.seal_epoch_pepper(current, new_epoch_pepper())
-            await self._conn.execute("INSERT INTO pseudonym_peppers (epoch, pepper) VALUES (?, ?)", (current, sealed))
+            await self._db.run("INSERT INTO pseudonym_peppers (epoch, pepper) VALUES (?, ?)", (current, sealed))
         return destroyed
 
     async def alive(self, current: int) -> EpochPeppers | None:
@@ -47,17 +46,17 @@ class SqlitePepperRepository(_Repository):
         return [int(r[0]) for r in await self._all("SELECT epoch FROM pseudonym_peppers ORDER BY epoch")]
 
 
-async def load_latest_peppers(conn: aiosqlite.Connection, cipher: Cipher) -> None:
+async def load_latest_peppers(db: Db, cipher: Cipher) -> None:
     """At open: the newest epoch kept is taken as the current one (the upkeep creates it, and
     moves it on with the clock), so a second connection names tipsters as the running bot does."""
-    repo = SqlitePepperRepository(conn, cipher)
+    repo = SqlPepperRepository(db, cipher)
     epochs = await repo.epochs()
     alive = await repo.alive(epochs[-1]) if epochs else None
     if alive is not None:
         cipher.use_epoch_peppers(alive)
 
 
-class SqliteSenderRepository(_Repository):
+class SqlSenderRepository(_Repository):
     async def rekey(self, old: str, new: str, at: float) -> int:
         """Rows found under ``old`` (the previous epoch's pseudonym) now go by ``new``: the draft
         (re-sealed: its associated data names the sender), anything set aside, receipt failures
@@ -67,10 +66,9 @@ class SqliteSenderRepository(_Repository):
         if old == new:
             return 0
         moved = await self._rekey_draft(old, new, at)
-        moved += (await self._conn.execute("UPDATE pictures SET owner = ? WHERE owner = ?", (new, old))).rowcount
+        moved += await self._db.run("UPDATE pictures SET owner = ? WHERE owner = ?", (new, old))
         for table in ("drafts_aside", "receipt_failures", "cached_replies"):
-            cursor = await self._conn.execute(f"UPDATE {table} SET sender = ? WHERE sender = ?", (new, old))
-            moved += cursor.rowcount
+            moved += await self._db.run(f"UPDATE {table} SET sender = ? WHERE sender = ?", (new, old))
         moved += await self._rekey_refs(old, new, at)
         moved += await self._reseal_tips("sender = ?", (old,), new)
         return moved
@@ -87,15 +85,15 @@ class SqliteSenderRepository(_Repository):
         if state is None:
             # Moved aside as stored (still bound to the old name, which nobody can open a draft
             # by any more); EXIT under the new name still erases it.
-            await self._conn.execute(
+            await self._db.run(
                 "INSERT INTO drafts_aside (sender, state, updated_at, set_aside_at) VALUES (?, ?, ?, ?)", (new, row[0], row[1], at)
             )
         else:
-            await self._conn.execute(
+            await self._db.run(
                 "INSERT INTO drafts (sender, state, updated_at, expires_at) VALUES (?, ?, ?, ?)",
                 (new, self._seal(state, "drafts", "state", new), row[1], row[2]),
             )
-        await self._conn.execute("DELETE FROM drafts WHERE sender = ?", (old,))
+        await self._db.run("DELETE FROM drafts WHERE sender = ?", (old,))
         return 1
 
     async def _rekey_refs(self, old: str, new: str, at: float) -> int:
@@ -105,8 +103,8 @@ class SqliteSenderRepository(_Repository):
         refs = list(self._open(row[0], "message_refs", "refs", old))
         current = await self._one("SELECT refs FROM message_refs WHERE sender = ?", (new,))
         merged = [*(self._open(current[0], "message_refs", "refs", new) if current else []), *refs]
-        await self._conn.execute("DELETE FROM message_refs WHERE sender = ?", (old,))
-        await self._conn.execute(
+        await self._db.run("DELETE FROM message_refs WHERE sender = ?", (old,))
+        await self._db.run(
             "INSERT INTO message_refs (sender, refs, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT (sender) DO UPDATE SET refs = excluded.refs, updated_at = excluded.updated_at",
             (new, self._seal(list(dict.fromkeys(merged)), "message_refs", "refs", new), max(at, float(row[1]))),
@@ -127,5 +125,5 @@ class SqliteSenderRepository(_Repository):
             intact = row[17] == tip_seal(self._cipher, row[0], tip_plain_columns(row))
             changed = (*row[:3], sender, *row[4:])
             seal = tip_seal(self._cipher, row[0], tip_plain_columns(changed)) if intact else ALTERED_SEAL
-            await self._conn.execute("UPDATE tips SET sender = ?, seal = ? WHERE id = ?", (sender, seal, row[0]))
+            await self._db.run("UPDATE tips SET sender = ?, seal = ? WHERE id = ?", (sender, seal, row[0]))
         return len(rows)

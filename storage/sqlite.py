@@ -12,30 +12,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
-from storage.crypto import Cipher, DecryptionError, KeyRingError, unkeyed_chain_hash
-from storage.records import AuditEntry
-from storage.repositories import (
-    GENESIS_HASH,
-    TIP_COLUMNS,
-    SqliteAuditRepository,
-    SqliteDraftRepository,
-    SqliteFollowupRepository,
-    SqliteMessageRefRepository,
-    SqliteOutboxRepository,
-    SqliteProcessedRepository,
-    SqliteReceiptAttemptRepository,
-    SqliteTipRepository,
-    outbox_row,
-    tip_plain_columns,
-    tip_seal,
-)
-from storage.pictures import SqlitePictureRepository
-from storage.senders import SqlitePepperRepository, SqliteSenderRepository, load_latest_peppers
+from storage.crypto import Cipher
+from storage.opening import ENCRYPTED_COLUMNS, SqlRepositories, StorageError, prepare, reencrypt_all
+from storage.senders import load_latest_peppers
+from storage.sql import SqliteDb
+
+__all__ = ["DB_FILENAME", "ENCRYPTED_COLUMNS", "MIGRATIONS", "SqliteStore", "StorageError"]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +115,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX drafts_aside_sender ON drafts_aside (sender);
     """,
     # The keyed seal over each tip's plain columns (see storage.repositories.tip_seal); rows of
-    # an older schema are sealed once by _seal_for_integrity.
+    # an older schema are sealed once by storage.opening.seal_for_integrity.
     """
     ALTER TABLE tips ADD COLUMN seal TEXT;
     """,
@@ -174,58 +160,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX pictures_owner ON pictures (owner);
     CREATE INDEX pictures_tip ON pictures (tip_id, created_at);
     """,
+    # An outbox row claimed for delivery is leased (storage.repositories.SqlOutboxRepository.claim),
+    # the same column PostgreSQL uses to share the outbox between instances.
+    """
+    ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    """,
 )
-
-# Every encrypted column, as (table, key column, blob column, SQL of the row its associated data
-# names): used by re-encryption on rotation. An outbox payload is bound to its row and its sink.
-ENCRYPTED_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
-    ("drafts", "sender", "state", "sender"),
-    ("tips", "id", "answers", "id"),
-    ("tips", "id", "contact", "id"),
-    ("tips", "id", "close_reason", "id"),
-    ("followups", "id", "body", "id"),
-    ("cached_replies", "key", "replies", "key"),
-    ("outbox", "id", "payload", "id || '|' || sink"),
-    ("message_refs", "sender", "refs", "sender"),
-    ("pseudonym_peppers", "epoch", "pepper", "CAST(epoch AS TEXT)"),
-    ("pictures", "id", "image", "id"),
-)
-
-
-class StorageError(Exception):
-    """The database cannot be used as it is (e.g. written by a newer Tipline)."""
-
-
-@dataclass
-class _Repos:
-    drafts: SqliteDraftRepository
-    tips: SqliteTipRepository
-    followups: SqliteFollowupRepository
-    processed: SqliteProcessedRepository
-    outbox: SqliteOutboxRepository
-    audit: SqliteAuditRepository
-    receipt_attempts: SqliteReceiptAttemptRepository
-    message_refs: SqliteMessageRefRepository
-    peppers: SqlitePepperRepository
-    senders: SqliteSenderRepository
-    pictures: SqlitePictureRepository
-
-    @classmethod
-    def over(cls, conn: aiosqlite.Connection, cipher: Cipher) -> _Repos:
-        return cls(
-            SqliteDraftRepository(conn, cipher),
-            SqliteTipRepository(conn, cipher),
-            SqliteFollowupRepository(conn, cipher),
-            SqliteProcessedRepository(conn, cipher),
-            SqliteOutboxRepository(conn, cipher),
-            SqliteAuditRepository(conn, cipher),
-            SqliteReceiptAttemptRepository(conn),
-            SqliteMessageRefRepository(conn, cipher),
-            SqlitePepperRepository(conn, cipher),
-            SqliteSenderRepository(conn, cipher),
-            SqlitePictureRepository(conn, cipher),
-        )
-
 
 class SqliteStore:
     def __init__(self, path: Path, cipher: Cipher, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
@@ -239,8 +179,8 @@ class SqliteStore:
         self._batch_size = 0
         self._flush_tasks: set[asyncio.Future[None]] = set()
         self.commits = 0  # COMMITs issued (group commit makes this smaller than the transactions)
-        self._read = _Repos.over(reader, cipher)
-        self._write = _Repos.over(writer, cipher)
+        self._read = SqlRepositories.over(SqliteDb(reader), cipher)
+        self._write = SqlRepositories.over(SqliteDb(writer), cipher)
         self.drafts = self._read.drafts
         self.tips = self._read.tips
         self.followups = self._read.followups
@@ -267,9 +207,16 @@ class SqliteStore:
             for pragma in pragmas:
                 await writer.execute(f"PRAGMA {pragma}")
             await _migrate(writer)
-            await _check_key(writer, cipher)
-            await _seal_for_integrity(writer, cipher)
-            await load_latest_peppers(writer, cipher)
+            await writer.execute("BEGIN IMMEDIATE")
+            try:
+                await prepare(SqliteDb(writer), cipher)
+                # One process per data directory: a lease left by a process that died is void.
+                await writer.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+            except BaseException:
+                await writer.execute("ROLLBACK")
+                raise
+            await writer.execute("COMMIT")
+            await load_latest_peppers(SqliteDb(writer), cipher)
             reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout=5000")
             await reader.execute("PRAGMA query_only=ON")
@@ -279,13 +226,16 @@ class SqliteStore:
         return cls(path, cipher, writer, reader)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Repos]:
+    async def transaction(self, *, lock: tuple[str, ...] = ()) -> AsyncIterator[SqlRepositories]:
         """One unit of work, durable when the ``async with`` block exits.
 
         Group commit: transactions that queue up while one is running share a single COMMIT (one
         fsync), each inside its own SAVEPOINT so a failing one rolls back alone. Every caller still
         waits for the COMMIT of its batch before it goes on, so "committed before acknowledged"
-        holds exactly as with one COMMIT per transaction; it just costs one fsync per batch."""
+        holds exactly as with one COMMIT per transaction; it just costs one fsync per batch.
+
+        ``lock`` (senders whose messages must not interleave) needs nothing here: one process
+        writes, one transaction at a time."""
         self._queued += 1
         acquired = False
         try:
@@ -356,20 +306,7 @@ class SqliteStore:
 
     async def reencrypt_all(self) -> int:
         """Re-seal every encrypted value still under an old key with the active key."""
-        changed = 0
-        for table, key_column, column, bound_to in ENCRYPTED_COLUMNS:
-            async with self.transaction():
-                query = f"SELECT {key_column}, {bound_to}, {column} FROM {table} WHERE {column} IS NOT NULL"
-                async with self._writer.execute(query) as cur:
-                    rows = await cur.fetchall()
-                for row_key, row, blob in rows:
-                    if not self.cipher.needs_reencryption(blob):
-                        continue
-                    plain = self.cipher.decrypt(blob, table=table, column=column, row=row)
-                    sealed = self.cipher.encrypt(plain, table=table, column=column, row=row)
-                    await self._writer.execute(f"UPDATE {table} SET {column} = ? WHERE {key_column} = ?", (sealed, row_key))
-                    changed += 1
-        return changed
+        return await reencrypt_all(self)
 
     async def checkpoint(self) -> bool:
         """Fold the WAL into the database file and cut it to zero bytes, so no earlier version of
@@ -410,75 +347,3 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         log.info("database migrated to schema version %d", number + 1)
 
 
-async def _check_key(conn: aiosqlite.Connection, cipher: Cipher) -> None:
-    """Bind the database to its key ring on first use; refuse a key ring that is not its own."""
-    async with conn.execute("SELECT value FROM meta WHERE name = 'key_fingerprint'") as cursor:
-        row = await cursor.fetchone()
-    if row is None:
-        await conn.execute("INSERT INTO meta (name, value) VALUES ('key_fingerprint', ?)", (cipher.fingerprint(),))
-    elif row[0] != cipher.fingerprint():
-        raise KeyRingError(
-            "the key ring does not match this database (the data was written with other keys); "
-            "point TIPLINE_KEYS_FILE at the key file made for this data directory"
-        )
-
-
-INTEGRITY_VERSION = "1"  # meta 'integrity': rows sealed, outbox bound to sinks, audit chain keyed
-
-
-async def _seal_for_integrity(conn: aiosqlite.Connection, cipher: Cipher) -> None:
-    """Once per database (a new one, or one written before rows were sealed): seal every tip's
-    plain columns, bind every outbox payload to its sink, and re-chain the audit log under the key.
-    The meta flag makes it once: afterwards a missing seal is an edit, not an old row. An old audit
-    chain that was already broken is re-chained but its problems are kept (``audit_before_keyed``)
-    and reported by every ``tips audit`` from then on."""
-    async with conn.execute("SELECT value FROM meta WHERE name = 'integrity'") as cursor:
-        if await cursor.fetchone() is not None:
-            return
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
-        async with conn.execute(f"SELECT {TIP_COLUMNS} FROM tips") as cursor:
-            tips = await cursor.fetchall()
-        for row in tips:
-            await conn.execute("UPDATE tips SET seal = ? WHERE id = ?", (tip_seal(cipher, row[0], tip_plain_columns(row)), row[0]))
-        async with conn.execute("SELECT id, sink, payload FROM outbox") as cursor:
-            items = await cursor.fetchall()
-        for item_id, sink, blob in items:
-            try:
-                plain = cipher.decrypt(blob, table="outbox", column="payload", row=item_id)
-            except DecryptionError:
-                continue  # already unreadable: left as it is, it will be set aside as altered
-            sealed = cipher.encrypt(plain, table="outbox", column="payload", row=outbox_row(item_id, sink))
-            await conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (sealed, item_id))
-        await _rechain_audit(conn, cipher)
-        await conn.execute("INSERT INTO meta (name, value) VALUES ('integrity', ?)", (INTEGRITY_VERSION,))
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
-    if tips or items:
-        log.info("database sealed for integrity: %d tips, %d outbox rows", len(tips), len(items))
-
-
-async def _rechain_audit(conn: aiosqlite.Connection, cipher: Cipher) -> None:
-    async with conn.execute("SELECT seq, at, officer, tip_id, action, prev_hash, hash FROM audit ORDER BY seq") as cursor:
-        entries = [AuditEntry(*r) for r in await cursor.fetchall()]
-    if not entries:
-        return
-    broken, previous = 0, GENESIS_HASH
-    for entry in entries:
-        broken += entry.prev_hash != previous or unkeyed_chain_hash(entry.prev_hash, entry.record()) != entry.hash
-        previous = entry.hash
-    previous = GENESIS_HASH
-    for entry in entries:
-        entry.prev_hash, entry.hash = previous, cipher.chain_hash(previous, entry.record())
-        await conn.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (entry.prev_hash, entry.hash, entry.seq))
-        previous = entry.hash
-    await conn.execute(
-        "INSERT INTO meta (name, value) VALUES ('audit_head', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        (f"{entries[-1].seq}:{entries[-1].hash}",),
-    )
-    if broken:
-        note = f"{broken} audit rows did not verify before the chain was keyed (rows up to {entries[-1].seq})"
-        await conn.execute("INSERT INTO meta (name, value) VALUES ('audit_before_keyed', ?)", (note,))
-        log.error("audit: %s", note)

@@ -70,6 +70,14 @@ class Running:
             db.row_factory = sqlite3.Row
             return db.execute("SELECT * FROM outbox WHERE sink LIKE ? ORDER BY seq", (sink_prefix + "%",)).fetchall()
 
+    def settled(self, timeout: float = 5.0) -> None:
+        """Wait until every officer alert queued so far has gone out (so what the group sees next
+        is the answer to what an officer types, not a late alert)."""
+        deadline = time.monotonic() + timeout
+        while any(r["status"] == "pending" for r in self.outbox("telegram")):
+            assert time.monotonic() < deadline, "alerts still pending"
+            time.sleep(0.02)
+
     def rows(self, table: str) -> int:
         with closing(sqlite3.connect(f"file:{self.data_dir / DB_FILENAME}?mode=ro", uri=True)) as db:
             return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -30,6 +30,8 @@ def test_an_urgent_case_s_photos_are_counted_in_alerts_and_sent_protected_on_req
     person.post(make_photo_update(person.new_update_id(), CHAT, file_id="plate"))
     assert CATALOGUES.text("en", "picture.kept", count=1, limit=10) in [m["text"] for m in person.sent()]
 
+    running.settled()
+
     (answer,) = group.type(f"/photos {case}")
     assert answer["text"] == CATALOGUES.text("en", "officer.photos.header", case=case, count=1)
     assert answer["protect_content"] == "true"
@@ -42,6 +44,7 @@ def test_an_urgent_case_s_photos_are_counted_in_alerts_and_sent_protected_on_req
     entries = running.on_server(running.runtime.store.audit.entries())
     assert [e.action for e in entries][-1] == "photos"
     # /show counts them too, and points to /photos.
+    running.settled()
     (shown,) = group.type(f"/show {case}")
     assert CATALOGUES.text("en", "alert.pictures", count=1, case=case) in shown["text"]
     assert fake.sent_photos(CHAT) == []  # the tipster is never sent the picture back
@@ -52,6 +55,7 @@ def test_photos_of_a_case_without_any_says_so(serve, fake: FakeTelegramAPI) -> N
     group = Group(fake, running.url)
     file_urgent_tip(tipster(fake, running))
     case = case_of(running)
+    running.settled()
     (answer,) = group.type(f"/photos {case}")
     assert answer["text"] == CATALOGUES.text("en", "officer.photos.none", case=case)
     assert fake.sent_photos() == []
@@ -68,6 +72,7 @@ def test_exit_after_a_photo_erases_it_and_officers_get_none(serve, fake: FakeTel
     assert running.rows("pictures") == 1
     person.say("EXIT")
     assert running.rows("pictures") == 0
+    running.settled()
     (answer,) = group.type(f"/photos {case}")  # the case was withdrawn, its content erased
     assert answer["text"] == CATALOGUES.text("en", "officer.unknown_case", case=case)
     assert fake.sent_photos() == []

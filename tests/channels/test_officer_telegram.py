@@ -73,6 +73,7 @@ def test_every_member_is_an_officer_only_when_the_deployer_says_so(serve, fake: 
     group = Group(fake, running.url)
     file_urgent_tip(tipster(fake, running))
     case = case_of(running)
+    running.settled()
 
     (listing,) = group.type("/list", user=NOT_AN_OFFICER)
     assert case in listing["text"]
