@@ -23,7 +23,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 from bot.settings import Settings, SettingsError, load_settings
 from storage.crypto import DecryptionError, KeyRingError
 from storage.data_dir import DataDirBusy
-from storage.sqlite import StorageError
+from storage.opening import StorageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +78,11 @@ def run(argv: list[str]) -> int:
     if args.command in ("backup", "restore"):
         from bot import backup
 
+        if settings.database:
+            raise StorageError(
+                f"{args.command} copies the SQLite database; with PostgreSQL (TIPLINE_DATABASE_URL) use pg_dump "
+                "and pg_restore, as the README says (and keep the key ring apart)"
+            )
         print((backup.backup if args.command == "backup" else backup.restore)(settings, Path(args.file)))
         return 0
     if args.command == "outbox":

@@ -20,7 +20,8 @@ from bot.settings import Settings
 from storage.crypto import Cipher, KeyRing
 from storage.data_dir import DataDirBusy, DataDirLock
 from storage.records import OPEN_STATUSES, Tip
-from storage.sqlite import SqliteStore
+from storage.backends import open_store
+from storage.interfaces import Store
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ async def keygen(settings: Settings, *, rotate: bool) -> int:
         return 2
     try:
         ring = KeyRing.load(path).rotated()
-        store = await SqliteStore.open(settings.data_dir, Cipher(ring))
+        store = await open_store(Path(settings.data_dir), Cipher(ring), settings.database)
         try:
             ring.save(path)  # only after the new ring opened the database (same pepper)
             changed = await store.reencrypt_all()
@@ -143,7 +144,7 @@ def _operator() -> str:
         return f"cli:uid-{os.getuid()}"
 
 
-async def _audited(store: SqliteStore, action: str, tips: list[Tip]) -> None:
+async def _audited(store: Store, action: str, tips: list[Tip]) -> None:
     """A CLI read is audited like an officer's: one entry per case shown, or one for a list."""
     async with store.transaction() as tx:
         for tip_id in [t.id for t in tips] if action == "view" else [""]:
@@ -152,7 +153,7 @@ async def _audited(store: SqliteStore, action: str, tips: list[Tip]) -> None:
 
 async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
     cipher = Cipher(load_or_create_keyring(settings, allow_create=False))
-    store = await SqliteStore.open(settings.data_dir, cipher)
+    store = await open_store(Path(settings.data_dir), cipher, settings.database)
     try:
         if args.command == "purge":
             from bot.retention import purge
@@ -207,7 +208,7 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
         await store.close()
 
 
-async def _export_pictures(store: SqliteStore, tips: list[Tip], folder: Path) -> int:
+async def _export_pictures(store: Store, tips: list[Tip], folder: Path) -> int:
     """Every case's pictures as ``<case>-<n>.jpg``, each readable by its owner only from its first
     byte, in a folder only its owner can enter. Audited with the export."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from bot.runtime import load_or_create_keyring
 from bot.settings import Settings
 from storage.crypto import Cipher
 from storage.records import OutboxEntry, OutboxStatus
-from storage.sqlite import SqliteStore
+from storage.backends import open_store
+from storage.interfaces import Store
 
 SHOWN = (OutboxStatus.PENDING, OutboxStatus.DEAD)
 ID_SHOWN = 8  # characters of a row id in the listing; ``outbox retry ID`` takes any prefix
@@ -94,7 +96,7 @@ def listing_lines(entries: list[OutboxEntry], now: float) -> list[str]:
 
 async def run_outbox_command(settings: Settings, args: argparse.Namespace) -> int:
     cipher = Cipher(load_or_create_keyring(settings, allow_create=False))
-    store = await SqliteStore.open(settings.data_dir, cipher)
+    store = await open_store(Path(settings.data_dir), cipher, settings.database)
     try:
         now = time.time()
         if args.action == "retry":
@@ -106,7 +108,7 @@ async def run_outbox_command(settings: Settings, args: argparse.Namespace) -> in
         await store.close()
 
 
-async def _retry(store: SqliteStore, id_prefix: str | None, now: float) -> int:
+async def _retry(store: Store, id_prefix: str | None, now: float) -> int:
     """Dead rows become pending again: attempts back to 0, due now. Their last_error is kept (the
     listing still says why they died) until the next try replaces or clears it."""
     if id_prefix is not None:

@@ -1,7 +1,8 @@
 """The conversation engine: one inbound message in, replies out, one transaction in between.
 
 * Messages from one sender are handled one at a time (a lock per pseudonym, dropped when idle so
-  memory stays flat); different senders run concurrently.
+  memory stays flat; and the transaction names the sender, so instances sharing a PostgreSQL
+  database take turns too); different senders run concurrently.
 * A provider message id seen before returns the replies given the first time, with no side effect
   (a retried webhook never files twice, and still gets its answer).
 * The draft, the tip, its outbox rows and the processed id commit together.
@@ -106,7 +107,7 @@ class Engine:
     async def _handle(self, msg: InboundMessage) -> list[OutboundMessage]:
         key = _processed_key(msg)
         pictures = await self._receive_pictures(msg, key)
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(lock=_names(msg)) as tx:
             if key is not None:
                 earlier = await tx.processed.replies_for(key)
                 if earlier is not None:
@@ -163,7 +164,7 @@ class Engine:
     async def open_conversation(self, msg: InboundMessage) -> list[OutboundMessage]:
         """A channel that starts the talking (the console): resume a draft or show the first prompt."""
         async with self._locks.hold(msg.sender):
-            async with self.store.transaction() as tx:
+            async with self.store.transaction(lock=_names(msg)) as tx:
                 await self._rekey(msg, tx)
                 turn = self._turn(msg, tx)
                 state = await self._current_state(turn)
@@ -281,7 +282,7 @@ class Engine:
         language = replies.hinted_language(msg.language_hint) or "en"
         try:
             key = _processed_key(msg)
-            async with self.store.transaction() as tx:
+            async with self.store.transaction(lock=_names(msg)) as tx:
                 await self._rekey(msg, tx)
                 turn = self._turn(msg, tx)
                 text = clean(msg.text)
@@ -333,7 +334,9 @@ class Engine:
         for sender in senders:
             try:
                 async with self._locks.hold(sender):
-                    async with self.store.transaction() as tx:
+                    # Every instance's sweeper may pick the same draft: the lock and the check
+                    # below make the second one find it answered or gone.
+                    async with self.store.transaction(lock=(sender,)) as tx:
                         draft = await tx.drafts.get(sender)
                         if draft is None or draft.expires_at > now:
                             continue  # answered meanwhile
@@ -351,7 +354,7 @@ class Engine:
     async def _set_aside(self, sender: str, now: float) -> None:
         try:
             async with self._locks.hold(sender):
-                async with self.store.transaction() as tx:
+                async with self.store.transaction(lock=(sender,)) as tx:
                     await tx.drafts.set_aside(sender, now)
         except Exception as exc:  # noqa: BLE001
             log.error("draft of %s could not be set aside (%s)", sender[:8], type(exc).__name__)
@@ -359,6 +362,11 @@ class Engine:
 
 def _ends_conversation(turn: Turn) -> bool:
     return any(r.purpose in (Purpose.ERASED, Purpose.RECEIPT) for r in turn.replies)
+
+
+def _names(msg: InboundMessage) -> tuple[str, ...]:
+    """The pseudonyms a message's transaction writes under (both, across an epoch boundary)."""
+    return (msg.sender, msg.earlier_sender) if msg.earlier_sender else (msg.sender,)
 
 
 def _processed_key(msg: InboundMessage) -> str | None:

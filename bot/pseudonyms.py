@@ -8,12 +8,12 @@ import logging
 
 from handlers.filing import URGENT_WINDOW
 from storage.crypto import Cipher, pseudonym_epoch
-from storage.sqlite import SqliteStore
+from storage.interfaces import Store
 
 log = logging.getLogger(__name__)
 
 
-async def upkeep(store: SqliteStore, cipher: Cipher, epoch_hours: float, now: float) -> int:
+async def upkeep(store: Store, cipher: Cipher, epoch_hours: float, now: float) -> int:
     """One pass; returns how many epoch peppers were destroyed. Cheap when nothing changed."""
     epoch = pseudonym_epoch(now, epoch_hours)
     async with store.transaction() as tx:

@@ -27,7 +27,9 @@ from handlers.flow import FlowError, validate_flow
 from handlers.turn import ConversationConfig
 from storage.crypto import Cipher, KeyRing, KeyRingError
 from storage.data_dir import DataDirLock
-from storage.sqlite import DB_FILENAME, SqliteStore
+from storage.backends import open_store
+from storage.interfaces import Store
+from storage.sqlite import DB_FILENAME
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> Conversat
 class Runtime:
     settings: Settings
     cipher: Cipher
-    store: SqliteStore
+    store: Store
     catalogues: Catalogues
     engine: Engine
     composer: AlertComposer
@@ -93,7 +95,7 @@ class Runtime:
         lock = DataDirLock(Path(settings.data_dir), exclusive=False)  # also makes the directory 0700 first
         try:
             cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
-            store = await SqliteStore.open(Path(settings.data_dir), cipher)
+            store = await open_store(Path(settings.data_dir), cipher, settings.database)
             try:
                 await upkeep(store, cipher, settings.pseudonym_epoch_hours, time.time())
             except BaseException:

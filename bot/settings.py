@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     keys_file: Path | None = None
     keyring: SecretStr | None = None  # the key ring's JSON itself, for hosts that inject secrets as variables
+    # postgresql://user:password@host/db for several instances on one database; unset: SQLite in
+    # data_dir. A secret: it may hold the password.
+    database_url: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     public_url: str | None = None
@@ -172,6 +175,11 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def database(self) -> str | None:
+        """The PostgreSQL URL, or None for SQLite in the data directory."""
+        return self.database_url.get_secret_value() if self.database_url else None
 
     @property
     def resolved_keys_file(self) -> Path:

@@ -1,13 +1,14 @@
 """The small async interfaces that handlers and workers use; a backend implements all of them.
 
-``tests/storage/test_contract.py`` runs one contract suite against every backend (SQLite today;
-PostgreSQL can join by passing the same suite). Reads go through ``Store``'s repositories; writes
+``tests/storage/test_contract.py`` runs one contract suite against every backend (SQLite, and
+PostgreSQL on a real server). Reads go through ``Store``'s repositories; writes
 happen inside ``async with store.transaction() as tx`` so that a draft, a tip, its outbox rows and
 the processed provider id are committed together or not at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -68,7 +69,16 @@ class ProcessedRepository(Protocol):
 
 class OutboxRepository(Protocol):
     async def add(self, item: OutboxItem) -> None: ...
-    async def due(self, now: float, limit: int = 50) -> list[OutboxItem]: ...
+    async def due(self, now: float, limit: int = 50) -> list[OutboxItem]:
+        """Pending rows due by ``now``, leased or not (a look, not a claim)."""
+        ...
+
+    async def claim(self, now: float, lease_seconds: float, limit: int = 50) -> list[OutboxItem]:
+        """Due rows nobody holds, leased to the caller until ``now + lease_seconds`` (in a
+        transaction); urgent first, then oldest. Rows another instance is claiming are skipped."""
+        ...
+
+    async def extend_lease(self, ids: list[str], until: float) -> int: ...
     async def get(self, item_id: str) -> OutboxItem | None: ...
     async def mark_delivered(self, item_id: str, at: float) -> None: ...
     async def mark_failed(
@@ -200,10 +210,27 @@ class Repositories(Protocol):
 
 
 class Store(Repositories, Protocol):
-    def transaction(self) -> AbstractAsyncContextManager[Repositories]: ...
+    def transaction(self, *, lock: tuple[str, ...] = ()) -> AbstractAsyncContextManager[Repositories]:
+        """One unit of work. ``lock``: the sender pseudonyms it serves; transactions naming the
+        same sender never interleave, in this process or any other instance on the database."""
+        ...
+
     async def checkpoint(self) -> bool:
         """Make deleted data unrecoverable from the write-ahead log (or the backend's equivalent)."""
         ...
 
+    async def exclusive(self, name: str) -> bool:
+        """Hold ``name`` alone among every process on this database until closed (Telegram
+        polling); False when another holds it."""
+        ...
+
+    async def once(self, name: str, fingerprint: str, action: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``action`` unless some process already ran it for ``fingerprint`` (the Telegram
+        webhook, registered once for every instance); True when it ran now."""
+        ...
+
+    async def forget_once(self, name: str) -> None: ...
+    async def schema_version(self) -> int: ...
+    async def reencrypt_all(self) -> int: ...
     async def close(self) -> None: ...
     async def healthy(self) -> bool: ...

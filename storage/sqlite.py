@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -178,6 +180,7 @@ class SqliteStore:
         self._batch: asyncio.Future[None] | None = None
         self._batch_size = 0
         self._flush_tasks: set[asyncio.Future[None]] = set()
+        self._held: list[Any] = []  # lock files held by exclusive()
         self.commits = 0  # COMMITs issued (group commit makes this smaller than the transactions)
         self._read = SqlRepositories.over(SqliteDb(reader), cipher)
         self._write = SqlRepositories.over(SqliteDb(writer), cipher)
@@ -292,6 +295,37 @@ class SqliteStore:
             raise
         batch.set_result(None)
 
+    async def exclusive(self, name: str) -> bool:
+        """Hold ``name`` for as long as this store is open, alone among the processes on this data
+        directory (a lock file; the kernel frees it when the process ends); False when another
+        holds it."""
+        handle = open(self.path.parent / f"{name}.lock", "a")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._held.append(handle)
+        return True
+
+    async def once(self, name: str, fingerprint: str, action: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``action`` unless it already ran for this ``fingerprint``; True when it ran now.
+        (One process writes a SQLite database, so nobody else decides meanwhile.)"""
+        row = await self._read.db.one("SELECT value FROM meta WHERE name = ?", (f"once:{name}",))
+        if row is not None and row[0] == fingerprint:
+            return False
+        await action()
+        async with self.transaction() as tx:
+            await tx.db.run(
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (f"once:{name}", fingerprint),
+            )
+        return True
+
+    async def forget_once(self, name: str) -> None:
+        async with self.transaction() as tx:
+            await tx.db.run("DELETE FROM meta WHERE name = ?", (f"once:{name}",))
+
     async def healthy(self) -> bool:
         try:
             async with self._reader.execute("SELECT 1") as cursor:
@@ -323,6 +357,9 @@ class SqliteStore:
     async def close(self) -> None:
         async with self._write_lock:
             await self._commit_batch()
+        for handle in self._held:
+            handle.close()
+        self._held.clear()
         await self._reader.close()
         await self._writer.close()
 

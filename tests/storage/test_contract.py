@@ -1,19 +1,22 @@
 """One contract suite over the repository interfaces of storage.interfaces, run against every
-backend. A new backend (PostgreSQL) joins by adding an entry to BACKENDS; nothing here is
-SQLite-specific. Writes go through ``store.transaction()``, reads through ``store.<repository>``."""
+backend: SQLite and a real PostgreSQL server (started by the tests). Nothing here is
+specific to one engine. Writes go through ``store.transaction()``, reads through ``store.<repository>``."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from storage.crypto import Cipher, unkeyed_chain_hash
 from storage.interfaces import Store
 from storage.records import Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
+from storage.postgres import PostgresStore
 from storage.sqlite import SqliteStore
 
 T0 = 1_800_000_000.0
@@ -21,12 +24,22 @@ T0 = 1_800_000_000.0
 
 @dataclass(frozen=True)
 class Backend:
-    open: Callable[[Path, Cipher], Awaitable[Store]]
+    open: Callable[[pytest.FixtureRequest, Path, Cipher], Awaitable[Store]]
     integrity_error: type[Exception]  # what a duplicate key raises
 
 
+async def _sqlite(request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> Store:
+    return await SqliteStore.open(tmp_path / "data", cipher)
+
+
+async def _postgres(request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> Store:
+    # A real server (tests/postgres_server.py), a new database for each test.
+    return await PostgresStore.open(request.getfixturevalue("postgres_url"), cipher)
+
+
 BACKENDS: dict[str, Backend] = {
-    "sqlite": Backend(SqliteStore.open, sqlite3.IntegrityError),
+    "sqlite": Backend(_sqlite, sqlite3.IntegrityError),
+    "postgres": Backend(_postgres, asyncpg.UniqueViolationError),
 }
 
 
@@ -36,8 +49,8 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-async def store(backend: Backend, tmp_path: Path, cipher: Cipher) -> AsyncIterator[Store]:
-    opened = await backend.open(tmp_path / "data", cipher)
+async def store(backend: Backend, request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> AsyncIterator[Store]:
+    opened = await backend.open(request, tmp_path, cipher)
     yield opened
     await opened.close()
 
@@ -562,3 +575,121 @@ async def test_erasing_a_draft_takes_its_pictures_and_a_new_epoch_moves_them(sto
         assert await tx.pictures.delete_owned("old") == 0
         await tx.drafts.erase("new")
     assert await store.pictures.count() == 0
+
+
+# --- several instances on one database -----------------------------------------------------------
+
+
+async def open_second(backend: Backend, request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> Store:
+    """Another handle on the same database, as a second process (or instance) would open it."""
+    return await backend.open(request, tmp_path, cipher)
+
+
+async def test_a_claimed_row_is_leased_to_its_claimer(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.outbox.add(make_item("calm", next_at=T0))
+        await tx.outbox.add(make_item("urgent", next_at=T0, priority=2))
+        await tx.outbox.add(make_item("later", next_at=T0 + 100))
+    async with store.transaction() as tx:
+        claimed = await tx.outbox.claim(T0, lease_seconds=30)
+    assert [i.id for i in claimed] == ["urgent", "calm"]  # urgent first; not the one due later
+    async with store.transaction() as tx:
+        assert await tx.outbox.claim(T0 + 10, lease_seconds=30) == []  # leased: nobody else takes them
+    assert await store.outbox.next_due_at() == T0 + 30  # not due before the lease runs out
+    async with store.transaction() as tx:
+        assert await tx.outbox.extend_lease(["calm", "urgent"], T0 + 60) == 2
+        await tx.outbox.mark_delivered("urgent", T0 + 11)
+        assert await tx.outbox.extend_lease(["urgent"], T0 + 90) == 0  # delivered rows are left alone
+    async with store.transaction() as tx:
+        assert await tx.outbox.claim(T0 + 59, lease_seconds=30) == []
+    async with store.transaction() as tx:
+        # The claimer died: at the end of its lease the row is anyone's again.
+        assert [i.id for i in await tx.outbox.claim(T0 + 61, lease_seconds=30)] == ["calm"]
+    async with store.transaction() as tx:
+        await tx.outbox.mark_failed("calm", 1, T0 + 70, "boom", False)  # a failure frees it for its retry
+    async with store.transaction() as tx:
+        assert [i.id for i in await tx.outbox.claim(T0 + 70, lease_seconds=30, limit=1)] == ["calm"]
+
+
+async def test_claims_that_race_never_share_a_row(store: Store, backend: Backend, request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> None:
+    async with store.transaction() as tx:
+        for n in range(40):
+            await tx.outbox.add(make_item(f"o{n:02d}", next_at=T0))
+    other = await open_second(backend, request, tmp_path, cipher)
+    try:
+        async def claim(on: Store) -> list[str]:
+            got: list[str] = []
+            for _ in range(10):
+                async with on.transaction() as tx:
+                    got += [i.id for i in await tx.outbox.claim(T0, lease_seconds=30, limit=3)]
+            return got
+
+        first, second = await asyncio.gather(claim(store), claim(other))
+    finally:
+        await other.close()
+    assert not set(first) & set(second)
+    assert sorted(first + second) == [f"o{n:02d}" for n in range(40)]
+
+
+async def test_transactions_naming_one_sender_take_turns(store: Store, backend: Backend, request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> None:
+    other = await open_second(backend, request, tmp_path, cipher)
+    inside = asyncio.Event()
+
+    async def first() -> None:
+        async with store.transaction(lock=("sender-a",)) as tx:
+            await tx.drafts.save(Draft("sender-a", {"n": 1}, T0, T0 + 60))
+            inside.set()
+            await asyncio.sleep(0.3)  # the second must wait for this commit, not read before it
+            await tx.drafts.save(Draft("sender-a", {"n": 2}, T0, T0 + 60))
+
+    async def second() -> int:
+        await inside.wait()
+        async with other.transaction(lock=("sender-a",)) as tx:
+            draft = await tx.drafts.get("sender-a")
+            assert draft is not None
+            await tx.drafts.save(Draft("sender-a", {"n": draft.state["n"] + 1}, T0, T0 + 60))
+            return draft.state["n"]
+
+    try:
+        _, seen = await asyncio.gather(first(), second())
+    finally:
+        await other.close()
+    assert seen == 2
+    assert (await store.drafts.get("sender-a")).state == {"n": 3}
+
+
+async def test_one_holder_of_an_exclusive_name(store: Store, backend: Backend, request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> None:
+    other = await open_second(backend, request, tmp_path, cipher)
+    try:
+        assert await store.exclusive("telegram-polling") is True
+        assert await other.exclusive("telegram-polling") is False
+        assert await other.exclusive("something-else") is True
+        await store.close()  # the holder stops (or dies): the name is free
+        assert await other.exclusive("telegram-polling") is True
+    finally:
+        await other.close()
+
+
+async def test_once_runs_once_per_fingerprint_across_instances(store: Store, backend: Backend, request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> None:
+    runs: list[str] = []
+
+    async def register() -> None:
+        runs.append("set")
+
+    other = await open_second(backend, request, tmp_path, cipher)
+    try:
+        assert await store.once("webhook", "url-1", register) is True
+        assert await other.once("webhook", "url-1", register) is False
+        assert await other.once("webhook", "url-2", register) is True  # a new configuration
+        await store.forget_once("webhook")
+        assert await store.once("webhook", "url-2", register) is True
+
+        async def failing() -> None:
+            raise RuntimeError("Telegram said no")
+
+        with pytest.raises(RuntimeError):
+            await store.once("webhook", "url-3", failing)
+        assert await other.once("webhook", "url-3", register) is True  # a failure is not recorded
+    finally:
+        await other.close()
+    assert runs == ["set", "set", "set", "set"]

@@ -20,8 +20,9 @@ delete the whole chat from their phone after the receipt.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+import hashlib
 import hmac
+from dataclasses import replace
 import json
 import logging
 import time
@@ -66,10 +67,14 @@ from bot.messages import InboundMessage, OutboundMessage, Purpose
 from bot.outbox import DeliveryError, Sink
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsError
+from storage.interfaces import Store
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/telegram/webhook"
+# Names in the database that every instance agrees on (storage.interfaces.Store.once/exclusive).
+WEBHOOK_ONCE = "telegram-webhook"
+POLLING_EXCLUSIVE = "telegram-polling"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Edits are ignored, so Telegram is not asked for them: the less it sends, the less passes through.
 ALLOWED_UPDATES = (UpdateType.MESSAGE, UpdateType.CALLBACK_QUERY)
@@ -165,6 +170,13 @@ class TelegramChannel:
             rate_limiter=FloodLimiter(self._limits),
         )
         runtime.engine.pictures.add_source(MEDIA_SOURCE, TelegramPictureSource(self._bot))
+        if self.mode == "polling" and not await runtime.store.exclusive(POLLING_EXCLUSIVE):
+            await self._bot.shutdown()
+            self._bot = self._runtime = None
+            raise TelegramSetupError(
+                "another Tipline instance is already polling Telegram for this database; polling runs on one "
+                "instance only (set TIPLINE_PUBLIC_URL for webhook mode to run several)"
+            )
         try:
             await self._connect()
             connected = True
@@ -236,14 +248,30 @@ class TelegramChannel:
     async def _connect(self) -> None:
         assert self._bot is not None
         await self._bot.initialize()  # getMe: checks the token
+        assert self._runtime is not None
+        store = self._runtime.store
         if self.mode == "webhook":
-            await self._bot.set_webhook(
-                url=self._webhook_url, secret_token=self._secret.decode("ascii"), allowed_updates=list(ALLOWED_UPDATES)
-            )
-            log.info("telegram webhook registered")
+            await self._register_webhook(store)
         else:
             # getUpdates is refused while a webhook is set; pending updates are kept (not dropped).
             await self._bot.delete_webhook()
+            await store.forget_once(WEBHOOK_ONCE)
+
+    async def _register_webhook(self, store: Store) -> None:
+        """setWebhook once for every instance sharing the database: again only when the
+        configuration changed or Telegram no longer has it (someone deleted it)."""
+        assert self._bot is not None and self._secret is not None
+        bot, url, secret = self._bot, self._webhook_url, self._secret.decode("ascii")
+        fingerprint = hashlib.sha256(f"{url}\n{secret}\n{','.join(ALLOWED_UPDATES)}".encode()).hexdigest()
+
+        async def register() -> None:
+            await bot.set_webhook(url=url, secret_token=secret, allowed_updates=list(ALLOWED_UPDATES))
+            log.info("telegram webhook registered")
+
+        if (await bot.get_webhook_info()).url != url:
+            await store.forget_once(WEBHOOK_ONCE)
+        if not await store.once(WEBHOOK_ONCE, fingerprint, register):
+            log.info("telegram webhook already registered (by this or another instance)")
 
     async def _connect_later(self) -> None:
         delay = self._retry_delay
