@@ -51,7 +51,10 @@ def load_or_create_keyring(settings: Settings, *, allow_create: bool) -> KeyRing
             "restore the key file (without it the data cannot be read)"
         )
     ring = KeyRing.generate()
-    ring.save(path)
+    try:
+        ring.save(path, replace=False)
+    except FileExistsError:
+        return KeyRing.load(path)  # another instance on this data directory made it a moment ago
     log.warning("created a new key ring at %s; keep it safe and back it up apart from the database", path)
     return ring
 

@@ -139,8 +139,10 @@ class KeyRing:
             raise KeyRingError(f"key ring file {path} cannot be read: {exc.strerror}") from exc
         return cls.from_json(text)
 
-    def save(self, path: Path) -> None:
-        """Write atomically, readable by the owner only (0600) from the first byte."""
+    def save(self, path: Path, *, replace: bool = True) -> None:
+        """Write atomically, readable by the owner only (0600) from the first byte. With
+        ``replace=False`` an existing file wins: FileExistsError (two instances starting at once
+        on one data directory end up with the same key ring, never one each)."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=path.parent)
         try:
@@ -149,10 +151,12 @@ class KeyRing:
                 handle.write(self.to_json())
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # fails if the file exists, atomically
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
     def fingerprint(self) -> str:
         """A value stored in the database to detect a key ring that belongs to other data.
