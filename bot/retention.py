@@ -1,6 +1,7 @@
 """Retention: what is deleted, and when (``python main.py purge`` and a daily job in ``serve``).
 
-SQLite's ``secure_delete`` is on, so deleted rows are overwritten, not just unlinked.
+SQLite's ``secure_delete`` is on, so deleted rows are overwritten, not just unlinked; PostgreSQL
+vacuums the tables after (``Store.checkpoint``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ SET_ASIDE_DAYS = 7.0  # a draft that could not be read is kept this long for a l
 async def purge(store: Store, settings: Settings, now: float) -> dict[str, int]:
     keep = settings.retention
     removed = {"closed tips": 0, "contact addresses": 0, "outbox rows": 0, "provider ids": 0, "message refs": 0, "set-aside drafts": 0, "cached replies": 0, "tip senders": 0, "pictures": 0}
-    closed = await store.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=None)
-    async with store.transaction() as tx:
+    # Every instance on a shared database runs this daily: one pass at a time, each reading the
+    # tips inside its own transaction, so a second pass finds the first one's work done.
+    async with store.transaction(lock=("retention",)) as tx:
+        closed = await tx.tips.list((TipStatus.CLOSED, TipStatus.WITHDRAWN), limit=None)
         for tip in closed:
             if (tip.closed_at or tip.updated_at) < now - keep.closed_tip_days * DAY:
                 await tx.followups.delete_for_tip(tip.id)
