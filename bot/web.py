@@ -32,8 +32,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bot.channels.registry import build_channels
+from bot.channels.telegram.channel import TelegramSetupError
 from bot.runtime import Runtime
 from bot.settings import Settings
+from handlers.flow import FlowError
+from storage.crypto import KeyRingError
+from storage.data_dir import DataDirBusy
+from storage.opening import StorageError
 from storage.records import OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -245,12 +250,38 @@ def server_config(settings: Settings, app: ASGIApp | None = None, **overrides: A
     return uvicorn.Config(app if app is not None else create_app(settings), **options)
 
 
+# Start-up refusals whose message says what to do: logged as one line, without the traceback
+# uvicorn would print for a failed lifespan.
+STARTUP_REFUSALS = (TelegramSetupError, StorageError, KeyRingError, DataDirBusy, FlowError)
+
+
+class _QuietRefusals(logging.Filter):
+    """Drops uvicorn's traceback of a start-up refusal (the refusal was logged in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Traceback") and any(f"{t.__module__}.{t.__name__}: " in text for t in STARTUP_REFUSALS))
+
+
 def create_app(settings: Settings) -> Starlette:
     channels = build_channels(settings)
     state: dict[str, Runtime] = {}
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietRefusals) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(_QuietRefusals())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with _serving(app) as running:
+                yield running
+        except STARTUP_REFUSALS as exc:
+            if "runtime" not in state:
+                log.error("tipline cannot start: %s", exc)
+            raise
+
+    @asynccontextmanager
+    async def _serving(app: Starlette) -> AsyncIterator[None]:
         runtime = await Runtime.open(settings)
         started = []
         try:

@@ -28,6 +28,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,7 @@ from tests.reliability.support import (
     OFFICER_NUMBER,
     WEBHOOK_SECRET,
     ServeProcess,
+    free_port,
     serve_environment,
 )
 from tests.reliability.test_crash_safety import (  # noqa: F401 - fakes and servers are fixtures used by name
@@ -210,3 +212,34 @@ async def test_two_instances_one_killed_mid_load(
         "seconds_total": round(time.monotonic() - began, 1),
     }
     request.node.user_properties.extend(figures.items())
+
+
+def test_polling_runs_on_one_instance_only(tmp_path: Path, postgres_url: str, fakes, servers: list[ServeProcess]) -> None:
+    """Telegram hands each update to one getUpdates caller: two pollers would split (and race
+    for) the conversations. The second instance refuses to start, saying why, in one line."""
+    fake_telegram, telegram_url, _, _ = fakes
+    keys = tmp_path / "keys.json"
+    KeyRing.generate().save(keys)
+
+    def environment(name: str) -> Callable[[int], dict[str, str]]:
+        def build(port: int) -> dict[str, str]:
+            env = serve_environment(
+                tmp_path / f"data-{name}", port, TIPLINE_DATABASE_URL=postgres_url, TIPLINE_KEYS_FILE=str(keys),
+                TIPLINE_TELEGRAM__TOKEN=BOT_TOKEN, TIPLINE_TELEGRAM__API_URL=telegram_url,
+                TIPLINE_OFFICERS__TELEGRAM_CHAT_IDS=str(OFFICER_CHAT),
+            )  # fmt: skip
+            del env["TIPLINE_PUBLIC_URL"]  # no public URL: polling
+            return env
+
+        return build
+
+    first = ServeProcess.start(environment("a"), tmp_path / "serve-a.log", tmp_path)
+    servers.append(first)
+    assert first.health()["channels"] == ["telegram"]
+    second = ServeProcess(environment("b")(free_port()), tmp_path / "serve-b.log", tmp_path)
+    servers.append(second)
+    assert second.process.wait(timeout=30) != 0
+    errors = [line for line in second.log().splitlines() if "another Tipline instance is already polling" in line]
+    assert len(errors) == 1 and "Traceback" not in second.log(), second.log()[-2000:]
+    assert first.process.poll() is None  # the first goes on polling
+    first.stop()
