@@ -30,6 +30,7 @@ serve: setup
 	$(BIN)/python main.py serve
 
 test: setup-dev
+	scripts/ensure-postgres
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -4,8 +4,10 @@ controllable clock, and settings built from a dict (never from the developer's e
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +21,9 @@ from bot.settings import Settings  # noqa: E402
 from handlers.turn import ConversationConfig  # noqa: E402
 from storage.crypto import Cipher, KeyRing  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.postgres_server import PostgresServer
 
 
 HEALTH_TOKEN = "health-token-for-tests-0123456789"
@@ -93,3 +98,30 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(_env_file=None, **values)
 
     return build
+
+
+# -- a real PostgreSQL server (tests/postgres_server.py) ------------------------------------------
+# Imported inside the fixtures: a run that never asks for them never looks for PostgreSQL.
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway server for the whole run (fsync off); missing binaries fail, never skip."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer().start(fsync=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for this test; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)

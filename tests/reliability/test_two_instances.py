@@ -239,6 +239,7 @@ def test_polling_runs_on_one_instance_only(tmp_path: Path, postgres_url: str, fa
     second = ServeProcess(environment("b")(free_port()), tmp_path / "serve-b.log", tmp_path)
     servers.append(second)
     assert second.process.wait(timeout=30) != 0
+    second.kill()  # already gone: this closes its log
     errors = [line for line in second.log().splitlines() if "another Tipline instance is already polling" in line]
     assert len(errors) == 1 and "Traceback" not in second.log(), second.log()[-2000:]
     assert first.process.poll() is None  # the first goes on polling
