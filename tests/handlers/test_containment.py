@@ -136,8 +136,8 @@ class _FlakyStore:
         return getattr(self._store, name)
 
     @asynccontextmanager
-    async def transaction(self):
-        async with self._store.transaction() as tx:
+    async def transaction(self, *, lock: tuple[str, ...] = ()):
+        async with self._store.transaction(lock=lock) as tx:
             yield dataclasses.replace(tx, drafts=_FlakyDrafts(tx.drafts, self))
 
 
