@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.crypto import Cipher, DecryptionError, KeyRingError, unkeyed_chain_hash
+from storage.outbox import SqlOutboxRepository, outbox_row
 from storage.pictures import SqlPictureRepository
 from storage.records import AuditEntry
 from storage.repositories import (
@@ -18,11 +19,9 @@ from storage.repositories import (
     SqlDraftRepository,
     SqlFollowupRepository,
     SqlMessageRefRepository,
-    SqlOutboxRepository,
     SqlProcessedRepository,
     SqlReceiptAttemptRepository,
     SqlTipRepository,
-    outbox_row,
     tip_plain_columns,
     tip_seal,
 )

@@ -162,7 +162,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX pictures_owner ON pictures (owner);
     CREATE INDEX pictures_tip ON pictures (tip_id, created_at);
     """,
-    # An outbox row claimed for delivery is leased (storage.repositories.SqlOutboxRepository.claim),
+    # An outbox row claimed for delivery is leased (storage.outbox.SqlOutboxRepository.claim),
     # the same column PostgreSQL uses to share the outbox between instances.
     """
     ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
