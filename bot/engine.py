@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from bot.i18n import Catalogues
@@ -31,7 +30,7 @@ from handlers.understanding import Control, Reading, Vocabulary
 from handlers.words import clean
 from storage.crypto import Cipher, DecryptionError
 from storage.interfaces import Repositories, Store
-from storage.records import Draft, Followup, TipStatus
+from storage.records import Draft, Followup, OutboxItem, TipStatus
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ class Engine:
         self._locks = KeyedLocks()
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self.failures = 0  # messages whose handling raised and was contained (see handle)
+        self.handled = 0  # messages handled (the runtime logs how many, now and then)
         self.vocabulary = Vocabulary.from_catalogues(catalogues)
         # Channels add their sources at start; without one, a picture is "could not be received".
         self.pictures = pictures if pictures is not None else PictureReceiver(PictureSettings())
@@ -84,13 +84,18 @@ class Engine:
     def _receipt_hash(self, digits: str) -> str:
         return self._cipher.lookup_hash("receipt", digits)
 
-    async def handle(self, msg: InboundMessage) -> list[OutboundMessage]:
+    async def handle(self, msg: InboundMessage, *, outbox_rows: tuple[OutboxItem, ...] = ()) -> list[OutboundMessage]:
         """Replies to one message; never raises. A failure while handling it is contained: the
-        transaction rolls back, what the person typed is kept, and they get a calm answer."""
+        transaction rolls back, what the person typed is kept, and they get a calm answer.
+
+        ``outbox_rows``: what the channel queues because this message arrived (the deletion of the
+        provider's copy), committed in the message's own transaction; not again for a retry of a
+        message already handled, which queued them the first time."""
         if msg.earlier_sender:
             self.rate_limiter.rekey(msg.earlier_sender, msg.sender)  # a flood limit survives the boundary
         verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._clock())
         if verdict is not Verdict.ALLOW and not await self._exempt_from_flood_limit(msg):
+            await self._queue_alone(outbox_rows)
             if verdict is Verdict.WARN:
                 log.warning("rate limit: %s sender %s is flooding; further messages dropped", msg.channel, msg.sender[:8])
                 return [self._slow_down(msg)]
@@ -98,13 +103,26 @@ class Engine:
                 return []
         async with self._locks.hold(msg.sender):
             try:
-                return await self._handle(msg)
+                return await self._handle(msg, outbox_rows)
             except Exception as exc:  # noqa: BLE001 - contained here, for this message only
                 self.failures += 1
                 log.error("%s message from %s failed (%s); keeping it\n%s", msg.channel, msg.sender[:8], type(exc).__name__, exception_outline(exc))
-                return await self._rescue(msg)
+                return await self._rescue(msg, outbox_rows)
 
-    async def _handle(self, msg: InboundMessage) -> list[OutboundMessage]:
+    async def _queue_alone(self, rows: tuple[OutboxItem, ...]) -> None:
+        """A message that is not handled (a flood) still has its rows queued."""
+        if not rows:
+            return
+        try:
+            async with self.store.transaction() as tx:
+                for row in rows:
+                    await tx.outbox.add(row)
+        except Exception as exc:  # noqa: BLE001 - the answer matters more; logged
+            log.error("outbox rows of a dropped message could not be queued (%s)", type(exc).__name__)
+            return
+        self._on_alerts()
+
+    async def _handle(self, msg: InboundMessage, outbox_rows: tuple[OutboxItem, ...] = ()) -> list[OutboundMessage]:
         key = _processed_key(msg)
         pictures = await self._receive_pictures(msg, key)
         async with self.store.transaction(lock=_names(msg)) as tx:
@@ -121,6 +139,7 @@ class Engine:
                 # draft's pictures along, found by sender even when the draft names none.
                 await tx.pictures.delete_owned(msg.sender)
             await self._remember(turn, key)
+            await _queue(tx, turn, outbox_rows)
         await self._after(turn)
         return turn.replies
 
@@ -214,7 +233,8 @@ class Engine:
         else:
             state = await intake.answer(turn, current, reading)
         await self._save(turn, state)
-        log.info("%s message from %s handled (%d replies)", msg.channel, msg.sender[:8], len(turn.replies))
+        self.handled += 1  # counted in the periodic INFO summary (bot.runtime); each one at DEBUG
+        log.debug("%s message from %s handled (%d replies)", msg.channel, msg.sender[:8], len(turn.replies))
 
     async def _outside_draft(self, turn: Turn, reading: Reading) -> ConversationState | None:
         msg = turn.msg
@@ -276,7 +296,7 @@ class Engine:
             timeout = self.config.draft_timeout_seconds
         await turn.tx.drafts.save(Draft(turn.msg.sender, dump_state(state), turn.now, turn.now + timeout))
 
-    async def _rescue(self, msg: InboundMessage) -> list[OutboundMessage]:
+    async def _rescue(self, msg: InboundMessage, outbox_rows: tuple[OutboxItem, ...] = ()) -> list[OutboundMessage]:
         """After a failure: keep what the person typed with their conversation (or as the start of a
         new one when the old one is what failed), and answer calmly. Never raises."""
         language = replies.hinted_language(msg.language_hint) or "en"
@@ -294,6 +314,7 @@ class Engine:
                     state = await self._keep(turn, text)
                     turn.say(state.speaking if state else language, "error.kept")
                 await self._remember(turn, key)
+                await _queue(tx, turn, outbox_rows)
             await self._after(turn)
             return turn.replies
         except Exception as exc:  # noqa: BLE001 - the last word must still be an answer
@@ -364,6 +385,13 @@ def _ends_conversation(turn: Turn) -> bool:
     return any(r.purpose in (Purpose.ERASED, Purpose.RECEIPT) for r in turn.replies)
 
 
+async def _queue(tx: Repositories, turn: Turn, rows: tuple[OutboxItem, ...]) -> None:
+    for row in rows:
+        await tx.outbox.add(row)
+    if rows:
+        turn.alerts_queued += len(rows)  # the worker is woken once the transaction commits
+
+
 def _names(msg: InboundMessage) -> tuple[str, ...]:
     """The pseudonyms a message's transaction writes under (both, across an epoch boundary)."""
     return (msg.sender, msg.earlier_sender) if msg.earlier_sender else (msg.sender,)
@@ -374,9 +402,15 @@ def _processed_key(msg: InboundMessage) -> str | None:
 
 
 def _serialise(reply: OutboundMessage) -> dict[str, Any]:
-    data = asdict(reply)
-    data["purpose"] = reply.purpose.value
-    return data
+    # Field by field (dataclasses.asdict deep-copies recursively and costs more than the rest).
+    return {
+        "text": reply.text,
+        "choices": [{"value": c.value, "label": c.label} for c in reply.choices],
+        "purpose": reply.purpose.value,
+        "key": reply.key,
+        "language": reply.language,
+        "pictures": list(reply.pictures),
+    }
 
 
 def _outbound(data: dict[str, Any]) -> OutboundMessage:

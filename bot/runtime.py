@@ -32,6 +32,7 @@ from storage.interfaces import Store
 from storage.sqlite import DB_FILENAME
 
 log = logging.getLogger(__name__)
+SUMMARY_EVERY = 300.0  # seconds between two "messages handled" lines
 
 
 def load_or_create_keyring(settings: Settings, *, allow_create: bool) -> KeyRing:
@@ -162,8 +163,14 @@ class Runtime:
         """Expire drafts (and drop cached replies past their window) every ``every`` seconds; cut
         the write-ahead log every ``checkpoint_every`` (expired and filed drafts leave versions
         in it too, not only an EXIT, which cuts it at once)."""
-        last_checkpoint = time.monotonic()
+        last_checkpoint = last_summary = time.monotonic()
+        counted = self.engine.handled
         while True:
+            if time.monotonic() - last_summary >= SUMMARY_EVERY:
+                # One INFO line now and then instead of one per message (those are DEBUG).
+                if self.engine.handled != counted:
+                    log.info("%d messages handled in the last %.0f min", self.engine.handled - counted, (time.monotonic() - last_summary) / 60)
+                last_summary, counted = time.monotonic(), self.engine.handled
             try:
                 await self.engine.expire_due()
                 if time.monotonic() - last_checkpoint >= checkpoint_every:

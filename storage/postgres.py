@@ -141,6 +141,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX pictures_owner ON pictures (owner);
     CREATE INDEX pictures_tip ON pictures (tip_id, created_at);
     """,
+    # A new row's seq is max(seq) + 1: without an index that read the whole outbox every time.
+    """
+    CREATE INDEX outbox_seq ON outbox (seq);
+    """,
 )
 
 # Tables an erase or a purge deletes from: vacuumed by ``checkpoint`` so dead row versions go.

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ import aiosqlite
 from storage.crypto import Cipher
 from storage.opening import ENCRYPTED_COLUMNS, SqlRepositories, StorageError, prepare, reencrypt_all
 from storage.senders import load_latest_peppers
-from storage.sql import SqliteDb
+from storage.sql import DirectSqliteDb, SqliteDb
 
 __all__ = ["DB_FILENAME", "ENCRYPTED_COLUMNS", "MIGRATIONS", "SqliteStore", "StorageError"]
 
@@ -167,6 +168,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     """,
+    # A new row's seq is max(seq) + 1: without an index that read the whole outbox every time.
+    """
+    CREATE INDEX outbox_seq ON outbox (seq);
+    """,
 )
 
 class SqliteStore:
@@ -182,8 +187,11 @@ class SqliteStore:
         self._flush_tasks: set[asyncio.Future[None]] = set()
         self._held: list[Any] = []  # lock files held by exclusive()
         self.commits = 0  # COMMITs issued (group commit makes this smaller than the transactions)
-        self._read = SqlRepositories.over(SqliteDb(reader), cipher)
-        self._write = SqlRepositories.over(SqliteDb(writer), cipher)
+        # Statements run on the loop's thread (storage.sql.DirectSqliteDb): reads of the WAL never
+        # block, nor do a write transaction's statements; BEGIN and COMMIT go to aiosqlite's thread.
+        self._read = SqlRepositories.over(DirectSqliteDb(reader._conn, retry_busy=True), cipher)
+        self._write = SqlRepositories.over(DirectSqliteDb(writer._conn), cipher)
+        self._unit = writer._conn  # SAVEPOINT / RELEASE / ROLLBACK TO: no I/O, no trip
         self.drafts = self._read.drafts
         self.tips = self._read.tips
         self.followups = self._read.followups
@@ -202,7 +210,8 @@ class SqliteStore:
         path = data_dir / DB_FILENAME
         if not path.exists():
             path.touch(mode=0o600)  # the WAL and shm files inherit these permissions
-        writer = await aiosqlite.connect(path, isolation_level=None)
+        # check_same_thread=False: statements also run on the loop thread (see __init__), never at once.
+        writer = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
         try:
             # journal_size_limit: a WAL reset by a checkpoint is cut to nothing, not left holding
             # earlier versions of pages (an erased draft) until they happen to be overwritten.
@@ -220,8 +229,8 @@ class SqliteStore:
                 raise
             await writer.execute("COMMIT")
             await load_latest_peppers(SqliteDb(writer), cipher)
-            reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-            await reader.execute("PRAGMA busy_timeout=5000")
+            reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            await reader.execute("PRAGMA busy_timeout=0")  # a busy read waits in DirectSqliteDb, not in SQLite
             await reader.execute("PRAGMA query_only=ON")
         except BaseException:
             await writer.close()
@@ -246,20 +255,20 @@ class SqliteStore:
                 self._queued -= 1
                 acquired = True
                 if self._batch is None:
-                    await self._writer.execute("BEGIN IMMEDIATE")
+                    await self._statements("BEGIN IMMEDIATE")  # may wait for another process
                     self._batch = asyncio.get_running_loop().create_future()
                     self._batch_size = 0
                 batch = self._batch
                 self._batch_size += 1
-                await self._writer.execute("SAVEPOINT unit")
+                self._unit.execute("SAVEPOINT unit").close()
                 try:
                     yield self._write
                 except BaseException:
-                    await self._writer.execute("ROLLBACK TO unit")
-                    await self._writer.execute("RELEASE unit")
+                    self._unit.execute("ROLLBACK TO unit").close()
+                    self._unit.execute("RELEASE unit").close()
                     await self._commit_if_last()
                     raise
-                await self._writer.execute("RELEASE unit")
+                self._unit.execute("RELEASE unit").close()
                 await self._commit_if_last()
         finally:
             if not acquired:
@@ -269,11 +278,19 @@ class SqliteStore:
                 task.add_done_callback(self._flush_tasks.discard)
         await batch
 
+    async def _statements(self, *sql: str) -> None:
+        """Parameterless statements, in order, in ONE trip to the writer's thread. (aiosqlite's
+        public calls take one statement each; its own helpers are built on ``_execute``, which
+        runs a function there: each trip costs a thread hand-off, more than the statement.)"""
+        await self._writer._execute(_run_statements, self._writer._conn, sql)
+
+    def _last_of_batch(self) -> bool:
+        """Nobody else is queued to join the open batch (or it is large): commit it now."""
+        return not self._queued or self._batch_size >= _MAX_BATCH
+
     async def _commit_if_last(self) -> None:
-        """Commit the open batch when nobody else is queued to join it (or it is large)."""
-        if self._queued and self._batch_size < _MAX_BATCH:
-            return
-        await self._commit_batch()
+        if self._last_of_batch():
+            await self._commit_batch()
 
     async def _flush(self) -> None:
         async with self._write_lock:
@@ -285,7 +302,7 @@ class SqliteStore:
         if batch is None:
             return
         try:
-            await self._writer.execute("COMMIT")
+            await self._statements("COMMIT")  # the fsync: in aiosqlite's thread
             self.commits += 1
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -384,3 +401,6 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         log.info("database migrated to schema version %d", number + 1)
 
 
+def _run_statements(conn: sqlite3.Connection, statements: tuple[str, ...]) -> None:
+    for sql in statements:
+        conn.execute(sql).close()

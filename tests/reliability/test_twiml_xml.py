@@ -64,3 +64,18 @@ def test_known_troublemakers_are_dropped_and_everything_around_them_kept() -> No
     assert parsed([OutboundMessage("\ufffe\x01\ud800")]) == []  # nothing left: no empty <Message>
     for sample in SAMPLES:
         assert " ".join(parsed([OutboundMessage(sample)])).split() == sample.split()
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(ORDINARY | ANY_TEXT, max_size=3), action=st.sampled_from([None, "https://tips.example.org/sms/twilio/status", "https://x.example/s?a=1&b=<2>\"'"]))
+def test_written_twiml_is_what_twilio_s_library_writes(texts: list[str], action: str | None) -> None:
+    """The TwiML is written directly for speed; it must be byte for byte what twilio's
+    MessagingResponse makes of the same parts."""
+    from twilio.twiml.messaging_response import MessagingResponse
+
+    replies = [OutboundMessage(t) for t in texts]
+    reference = MessagingResponse()
+    body = "\n\n".join(t for t in (xml_text(r.text).strip() for r in replies) if t)
+    for part in split_for_twilio(body) if body else []:
+        reference.message(part, action=action, method="POST") if action else reference.message(part)
+    assert render_twiml(replies, action) == str(reference)

@@ -36,13 +36,13 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from twilio.request_validator import RequestValidator
 
 from bot.channels.twilio.officers import OFFICER_PSEUDONYM_CHANNEL, OFFICER_SINK, OfficerSmsSink
 from bot.channels.twilio.media import SOURCE as MEDIA_SOURCE
 from bot.channels.twilio.media import TwilioPictureSource, media_refs
-from bot.channels.twilio.redact import REDACT_SINK, SID, RedactSink, delivery_error, media_sids, queue_redaction
+from bot.channels.twilio.redact import REDACT_SINK, SID, RedactSink, delivery_error, media_sids, queue_redaction, redaction
 from bot.channels.twilio.rest import TwilioRest
+from bot.channels.twilio.signature import SignatureCheck
 from bot.channels.twilio.twiml import twiml_response
 from bot.messages import InboundKind, InboundMessage
 from bot.outbox import DeliveryError, Sink
@@ -142,7 +142,7 @@ class SmsChannel:
         self.settings = settings
         self.webhook_url = settings.public_url + PATH
         self.status_url = settings.public_url + STATUS_PATH
-        self._validator = RequestValidator(twilio.auth_token.get_secret_value())
+        self._signatures = SignatureCheck(twilio.auth_token.get_secret_value())
         self._runtime: Runtime | None = None
         self._rest: TwilioRest | None = None
         self._pictures: TwilioPictureSource | None = None
@@ -232,7 +232,7 @@ class SmsChannel:
         form = ImmutableMultiDict(pairs)  # the validator signs every value of a repeated field
         query = request.scope.get("query_string", b"").decode("latin-1")
         url = public_url + (f"?{query}" if query else "")
-        if not self._validator.validate(url, form, signature):
+        if not self._signatures.valid(url, form, signature):
             log.warning("twilio webhook refused: signature does not match %s", path)
             return PlainTextResponse("forbidden", status_code=403)
         return runtime, form
@@ -296,10 +296,10 @@ class SmsChannel:
             has_media=inbound.num_media > 0,
             media=media_refs(form, inbound.num_media, inbound.message_sid, self.settings.twilio),
         )
-        replies = await runtime.engine.handle(message)
         redact = self.settings.twilio.redact
-        if redact:
-            await queue_redaction(runtime, inbound.message_sid, media_sids(form), delay=REDACT_DELAY_SECONDS)
+        # The deletion of Twilio's copy commits with the message (one transaction, one fsync).
+        deletion = (redaction(inbound.message_sid, media_sids(form), delay=REDACT_DELAY_SECONDS),) if redact else ()
+        replies = await runtime.engine.handle(message, outbox_rows=deletion)
         # After STOP the carrier confirms on its own and blocks anything we would send.
         return twiml_response([] if action == "stop" else replies, self.status_url if redact else None)
 

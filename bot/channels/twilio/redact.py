@@ -38,25 +38,24 @@ def media_sids(form: ImmutableMultiDict) -> list[str]:
     return sids
 
 
-async def queue_redaction(runtime: Runtime, sid: str, media: list[str] | None = None, delay: float = 0.0) -> None:
-    """Queue the deletion of Twilio's copy of message ``sid`` (and its media) through the outbox:
-    the payload is sealed like every outbox payload, so the SID never sits in the database in clear."""
+def redaction(sid: str, media: list[str] | None = None, delay: float = 0.0) -> OutboxItem:
+    """The outbox row that deletes Twilio's copy of message ``sid`` (and its media); the payload is
+    sealed like every outbox payload, so the SID never sits in the database in clear."""
     now = time.time()
     payload: dict[str, object] = {"sid": sid}
     if media:
         payload["media"] = media
-    item = OutboxItem(
-        id=uuid.uuid4().hex,
-        sink=REDACT_SINK,
-        payload=payload,
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_at=now + delay,
-        created_at=now,
-    )
+    return OutboxItem(
+        id=uuid.uuid4().hex, sink=REDACT_SINK, payload=payload, status=OutboxStatus.PENDING, attempts=0,
+        next_at=now + delay, created_at=now,
+    )  # fmt: skip
+
+
+async def queue_redaction(runtime: Runtime, sid: str, media: list[str] | None = None, delay: float = 0.0) -> None:
+    """The deletion queued in a transaction of its own (a status callback: no message to join)."""
     try:
         async with runtime.store.transaction() as tx:
-            await tx.outbox.add(item)
+            await tx.outbox.add(redaction(sid, media, delay))
     except Exception:  # noqa: BLE001 - the tip is safe; the person must still get the answer
         log.exception("could not queue the redaction of a Twilio message")
         return
