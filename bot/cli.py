@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import resource
 import sys
 import time
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from pathlib import Path
 from bot.runtime import Runtime, load_or_create_keyring
 from bot.settings import Settings
 from storage.crypto import Cipher, KeyRing
-from storage.data_dir import DataDirBusy, DataDirLock
+from storage.data_dir import DataDirBusy, DataDirLock, OneProcess
 from storage.records import OPEN_STATUSES, Tip
 from storage.backends import open_store
 from storage.interfaces import Store
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 async def chat(settings: Settings) -> int:
     from bot.channels.console import ConsoleChannel
 
-    runtime = await Runtime.open(settings)
+    runtime = await Runtime.open(settings, role="chat")
     try:
         console = ConsoleChannel(runtime.engine, runtime.cipher)
         runtime.tipster_sink.register("console", console)
@@ -42,12 +43,27 @@ async def chat(settings: Settings) -> int:
     return 0
 
 
+def raise_open_files_limit() -> int:
+    """The soft limit on open files up to the hard one (commonly 1,024 soft: a few hundred idle
+    connections would stop the server accepting anything). Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            log.warning("could not raise the open-files limit above %d", soft)
+    return soft
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
     from bot.web import server_config
 
+    raise_open_files_limit()
     # Header, body and keep-alive timeouts and the concurrency limit: TIPLINE_SERVER__* (bot/web.py).
     server = uvicorn.Server(server_config(settings))
     try:
@@ -158,7 +174,14 @@ async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.command == "purge":
             from bot.retention import purge
 
-            report = await purge(store, settings, time.time())
+            # Retention deletes: not beside a running serve or chat on SQLite (their own daily pass
+            # does the same), so it says who holds the data directory instead.
+            alone = None if settings.database else OneProcess(Path(settings.data_dir), "purge")
+            try:
+                report = await purge(store, settings, time.time())
+            finally:
+                if alone is not None:
+                    alone.release()
             print(", ".join(f"{name}: {count}" for name, count in report.items()))
             return 0
         if args.action == "audit":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 import traceback
 
 _PATTERNS = (
@@ -55,9 +56,39 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Loggers whose lines repeat per connection or per accept (out of file descriptors: "socket.accept()
+# out of system resource", once a second per socket): a flood of them fills the disk.
+_PER_CONNECTION = ("asyncio", "uvicorn.error")
+REPEAT_EVERY = 60.0
+
+
+class OncePerMinute(logging.Filter):
+    """The same line of a per-connection logger at most once a ``every`` seconds; the next one
+    says how many were held back. Tipline's own lines are not touched."""
+
+    def __init__(self, every: float = REPEAT_EVERY, clock=time.monotonic) -> None:
+        super().__init__()
+        self._every, self._clock = every, clock
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(_PER_CONNECTION):
+            return True
+        key, now = (record.name, record.msg), self._clock()
+        last, held = self._last.get(key, (None, 0))
+        if last is not None and now - last < self._every:
+            self._last[key] = (last, held + 1)
+            return False
+        self._last[key] = (now, 0)
+        if held:
+            record.msg, record.args = f"{record.getMessage()} ({held} more like it in the last minute not logged)", None
+        return True
+
+
 def setup_logging(level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(OncePerMinute())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

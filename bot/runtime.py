@@ -26,7 +26,7 @@ from bot.tipster_delivery import TipsterSink
 from handlers.flow import FlowError, validate_flow
 from handlers.turn import ConversationConfig
 from storage.crypto import Cipher, KeyRing, KeyRingError
-from storage.data_dir import DataDirLock
+from storage.data_dir import DataDirLock, OneProcess
 from storage.backends import open_store
 from storage.interfaces import Store
 from storage.sqlite import DB_FILENAME
@@ -88,15 +88,21 @@ class Runtime:
     tipster_sink: TipsterSink
     tasks: list[asyncio.Task] = field(default_factory=list)
     lock: DataDirLock | None = None  # shared: keygen --rotate waits for this process to stop
+    alone: OneProcess | None = None  # SQLite: no second serve, chat or purge on this data dir
 
     @classmethod
-    async def open(cls, settings: Settings, *, allow_create_keys: bool = True) -> Runtime:
+    async def open(cls, settings: Settings, *, allow_create_keys: bool = True, role: str = "serve") -> Runtime:
         catalogues = Catalogues.load()
         problems = catalogues.problems()
         if problems:
             raise FlowError("message catalogues are incomplete: " + "; ".join(problems[:5]))
         validate_flow(known_keys=catalogues.keys())
         lock = DataDirLock(Path(settings.data_dir), exclusive=False)  # also makes the directory 0700 first
+        try:
+            alone = None if settings.database else OneProcess(Path(settings.data_dir), role)
+        except BaseException:
+            lock.release()
+            raise
         try:
             cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
             store = await open_store(Path(settings.data_dir), cipher, settings.database)
@@ -106,6 +112,8 @@ class Runtime:
                 await store.close()
                 raise
         except BaseException:
+            if alone is not None:
+                alone.release()
             lock.release()
             raise
         composer = AlertComposer(store, catalogues, settings.officers.language, settings.officers.full_details)
@@ -113,7 +121,7 @@ class Runtime:
         worker = OutboxWorker(store, {"console": ConsoleSink(composer), "tipster": tipster_sink})
         config = conversation_config(settings, ("console",))
         engine = Engine(store, cipher, catalogues, config, on_alerts=worker.wake, pictures=PictureReceiver(settings.pictures))
-        runtime = cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink, lock=lock)
+        runtime = cls(settings, cipher, store, catalogues, engine, composer, worker, tipster_sink, lock=lock, alone=alone)
         worker.allowed = runtime.sends_to
         return runtime
 
@@ -196,5 +204,7 @@ class Runtime:
     async def close(self) -> None:
         await self.stop_background()
         await self.store.close()
+        if self.alone is not None:
+            self.alone.release()
         if self.lock is not None:
             self.lock.release()

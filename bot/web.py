@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import resource
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -244,7 +245,7 @@ def server_config(settings: Settings, app: ASGIApp | None = None, **overrides: A
         "http": timed_protocol(limits.header_timeout_seconds, limits.body_timeout_seconds),
         "ws": "none",  # no WebSocket endpoint: an upgrade request is an ordinary request
         "timeout_keep_alive": limits.keep_alive_timeout_seconds,
-        "limit_concurrency": limits.concurrency_limit,
+        "limit_concurrency": concurrency_below_open_files(limits.concurrency_limit),
     }
     options.update(overrides)
     return uvicorn.Config(app if app is not None else create_app(settings), **options)
@@ -261,6 +262,16 @@ class _QuietRefusals(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         return not (text.startswith("Traceback") and any(f"{t.__module__}.{t.__name__}: " in text for t in STARTUP_REFUSALS))
+
+
+def concurrency_below_open_files(configured: int, reserve: int = 64) -> int:
+    """Connections beyond which ``serve`` answers 503, kept below the open-files limit (less what
+    the database, the providers' connections and the logs need), so it always has a descriptor
+    left to answer with."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - reserve))
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -3,7 +3,12 @@
 ``serve`` and ``chat`` hold a shared lock on ``tipline.lock`` for as long as they run; ``keygen
 --rotate`` needs it exclusively, so it refuses while they run (a row written by a running server
 after the re-encryption pass would stay under the old key) and they refuse to start during a
-rotation. ``flock`` locks go with the process, so a crash never leaves a stale lock behind.
+rotation. ``backup`` shares it with a running server.
+
+On SQLite, ``serve``, ``chat`` and ``purge`` also hold ``running.lock`` exclusively (``OneProcess``):
+a second one on the same data directory stops with one line naming the holder, instead of two
+servers sending every alert twice. (Several instances on one database are PostgreSQL's job.)
+``flock`` locks go with the process, so a crash never leaves a stale lock behind.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import fcntl
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -50,5 +56,41 @@ class DataDirLock:
 
     def release(self) -> None:
         if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+
+RUNNING_FILENAME = "running.lock"
+
+
+class OneProcess:
+    """The data directory's one running process (SQLite): who holds it is written in the lock file,
+    so a second one can say whom it found."""
+
+    def __init__(self, data_dir: Path, role: str) -> None:
+        private_dir(data_dir)
+        path = data_dir / RUNNING_FILENAME
+        self._file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's run
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another Tipline process"
+            self._file.close()
+            raise DataDirBusy(
+                f"{data_dir} is in use by {holder}; one process per data directory "
+                "(stop it first, or use PostgreSQL, TIPLINE_DATABASE_URL, for several instances)"
+            ) from None
+        os.chmod(path, 0o600)
+        self._file.seek(0)
+        self._file.truncate()
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self._file.write(f"{role} (pid {os.getpid()}, since {since})\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.seek(0)
+            self._file.truncate()
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()

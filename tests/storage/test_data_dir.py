@@ -3,14 +3,21 @@ while a server or a chat writes to it."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bot.cli import keygen
 from bot.runtime import Runtime
-from storage.data_dir import DataDirBusy, DataDirLock
+from storage.data_dir import RUNNING_FILENAME, DataDirBusy, DataDirLock
+
+
+MAIN = Path(__file__).resolve().parents[2] / "main.py"
 
 
 def _mode(path: Path) -> int:
@@ -60,3 +67,39 @@ async def test_a_runtime_does_not_start_during_a_rotation(make_settings) -> None
         rotation.release()
     runtime = await Runtime.open(settings)  # and starts once it is done
     await runtime.close()
+
+
+async def test_a_second_process_on_one_sqlite_data_dir_is_refused_naming_the_holder(make_settings) -> None:
+    """Two servers on one data dir would both send every alert (security review: 96 alerts twice)."""
+    settings = make_settings()
+    first = await Runtime.open(settings)
+    try:
+        with pytest.raises(DataDirBusy) as refused:
+            await Runtime.open(settings, role="chat")
+        message = str(refused.value)
+        assert f"in use by serve (pid {os.getpid()}, since " in message and "TIPLINE_DATABASE_URL" in message
+        assert "\n" not in message
+        assert await first.store.healthy()  # the first goes on
+    finally:
+        await first.close()
+    assert (settings.data_dir / RUNNING_FILENAME).read_text() == ""  # released: nobody named
+    second = await Runtime.open(settings, role="chat")  # free again once the first stopped
+    try:
+        assert (settings.data_dir / RUNNING_FILENAME).read_text().startswith("chat (pid ")
+    finally:
+        await second.close()
+
+
+async def test_purge_beside_a_running_server_says_who_holds_the_data_dir(make_settings, tmp_path: Path) -> None:
+    settings = make_settings()
+    runtime = await Runtime.open(settings)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIPLINE_")} | {"TIPLINE_DATA_DIR": str(settings.data_dir)}
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, str(MAIN), "purge"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "in use by serve (pid" in lines[0], done.stderr
+    finally:
+        await runtime.close()
