@@ -47,6 +47,7 @@ class Engine:
         config: ConversationConfig,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         on_alerts: Callable[[], None] = lambda: None,
         rate_limiter: RateLimiter | None = None,
         pictures: PictureReceiver | None = None,
@@ -56,6 +57,9 @@ class Engine:
         self.config = config
         self._cipher = cipher
         self._clock = clock
+        # The flood limit measures intervals: a wall clock stepped back an hour must not silence
+        # every person mid-report (their buckets would look an hour from refilling).
+        self._monotonic = monotonic
         self._on_alerts = on_alerts
         self._locks = KeyedLocks()
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
@@ -93,7 +97,7 @@ class Engine:
         message already handled, which queued them the first time."""
         if msg.earlier_sender:
             self.rate_limiter.rekey(msg.earlier_sender, msg.sender)  # a flood limit survives the boundary
-        verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._clock())
+        verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._monotonic())
         if verdict is not Verdict.ALLOW and not await self._exempt_from_flood_limit(msg):
             await self._queue_alone(outbox_rows)
             if verdict is Verdict.WARN:

@@ -83,7 +83,7 @@ def clock() -> Clock:
 def engine(store: SqliteStore, cipher: Cipher, catalogues: Catalogues, clock: Clock) -> Engine:
     # The clock stands still in these tests, so the flood limit would never refill: lift it here;
     # tests/bot/test_rate_limit.py sets its own.
-    return Engine(store, cipher, catalogues, ConversationConfig(), clock=clock, rate_limiter=RateLimiter(burst=10_000))
+    return Engine(store, cipher, catalogues, ConversationConfig(), clock=clock, monotonic=clock, rate_limiter=RateLimiter(burst=10_000))
 
 
 @pytest.fixture

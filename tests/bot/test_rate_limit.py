@@ -73,3 +73,20 @@ async def test_exit_with_nothing_to_erase_is_not_a_free_pass_around_the_flood_li
     answered = [await engine.handle(InboundMessage("sms", "flooder", "EXIT", provider_id=f"SMX{i}")) for i in range(80)]
     assert sum(bool(r) for r in answered) == 6  # the burst, then one "slow down", then silence
     assert await store.drafts.get("flooder") is None
+
+
+async def test_a_wall_clock_stepped_back_an_hour_silences_nobody(store: SqliteStore, cipher, catalogues) -> None:
+    """Issue 16, fault 7: the flood limit measured intervals on the wall clock, so an NTP step back
+    of an hour made every bucket look an hour from refilling: every person mid-report went silent."""
+    from handlers.turn import ConversationConfig
+
+    wall, steady = Clock(), Clock()
+    engine = Engine(store, cipher, catalogues, ConversationConfig(), clock=wall, monotonic=steady, rate_limiter=RateLimiter(burst=3, rate=0.5))
+    conversation = ["Hello", "2", "2", "2", "2", "Motel Lune", "3"]
+    for step, text in enumerate(conversation):
+        if step == 3:
+            wall.advance(-3600)  # the host's clock is corrected, an hour back
+        wall.advance(3)
+        steady.advance(3)  # a person types every few seconds: well inside the flood limit
+        replies = await engine.handle(InboundMessage("sms", "person", text, provider_id=f"SM{step}"))
+        assert replies and all(r.key != "rate.slow_down" for r in replies), (step, [r.key for r in replies])
