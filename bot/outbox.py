@@ -244,7 +244,11 @@ class OutboxWorker:
             log.info("outbox %s deferred (%s); next try in %.1fs", item.id[:8], reason, delay)
             return
         attempts = item.attempts + 1
-        dead = error.permanent or attempts >= self.max_attempts
+        # An officer alert is never given up for a provider that keeps failing (an outage of 25
+        # minutes used to kill every alert, urgent ones too): it is retried, backoff capped, for
+        # as long as it takes. Only a permanent refusal (nothing could ever deliver it) ends it.
+        gives_up = not (isinstance(item.payload, dict) and item.payload.get("kind") == "alert")
+        dead = error.permanent or (gives_up and attempts >= self.max_attempts)
         delay = retry_after if retry_after is not None else self.backoff(attempts)
         async with self.store.transaction() as tx:
             await tx.outbox.mark_failed(item.id, attempts, self._clock() + delay, reason, dead)

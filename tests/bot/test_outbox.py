@@ -207,3 +207,33 @@ async def test_a_target_heard_from_gets_its_waiting_rows_at_once(store: SqliteSt
     await worker.run_once()  # no time has passed: only the released row is due
     assert sink.delivered == [waiting]
     assert (await store.outbox.get(other)).status is OutboxStatus.PENDING
+
+
+async def test_an_officer_alert_is_never_given_up_during_a_long_outage(store: SqliteStore, clock: Clock) -> None:
+    """Issue 16, fault 6: after max_attempts an alert went dead; a 25-minute outage lost them all."""
+    sink = FlakySink(failures=40)
+    worker = _worker(store, sink, clock, max_attempts=3, max_delay=300.0)
+    alert = uuid.uuid4().hex
+    async with store.transaction() as tx:
+        await tx.outbox.add(OutboxItem(alert, "flaky:x", {"kind": "alert", "event": "urgent"}, OutboxStatus.PENDING, 0, clock.now, clock.now, 2))
+    other = await _queue(store, clock.now)  # anything else still dead-letters
+    delays = []
+    for _ in range(41):
+        await worker.run_once()
+        item = await store.outbox.get(alert)
+        if item.status is OutboxStatus.PENDING:
+            delays.append(item.next_at - clock.now)
+        clock.advance(301)
+    item = await store.outbox.get(alert)
+    assert item.status is OutboxStatus.DELIVERED and sink.delivered[-1] == alert
+    assert max(delays) <= 300.0  # the backoff is capped: it is tried again at least every 5 minutes
+    assert (await store.outbox.get(other)).status is OutboxStatus.DEAD
+
+
+def test_a_telegram_429_waits_without_counting_an_attempt() -> None:
+    from telegram.error import RetryAfter
+
+    from bot.channels.telegram.alerts import delivery_error
+
+    error = delivery_error(RetryAfter(12), officer_group=True)
+    assert error.deferred and error.retry_after is not None and error.retry_after >= 12 and not error.permanent

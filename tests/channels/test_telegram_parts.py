@@ -285,7 +285,8 @@ async def test_alert_sink_maps_telegram_errors_for_the_outbox(bot, fake: FakeTel
     with pytest.raises(DeliveryError) as info:
         await sink.deliver(alert_item(), str(GROUP))
 
-    assert (info.value.permanent, info.value.unreachable, info.value.deferred) == (permanent, unreachable, False)
+    # A 429 is a wait, not a failed attempt (issue 16): the outbox does not count it.
+    assert (info.value.permanent, info.value.unreachable, info.value.deferred) == (permanent, unreachable, status == 429)
     assert info.value.retry_after == retry_after
     if unreachable:  # what is wrong and what to do, naming no chat and quoting nothing sent
         assert str(info.value) == GROUP_UNREACHABLE and str(GROUP) not in str(info.value)

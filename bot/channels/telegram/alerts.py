@@ -108,7 +108,8 @@ def delivery_error(exc: TelegramError, delivered: Iterable[str] = (), *, officer
     wait as ``unreachable`` (never dead). To a tipster (an officer's reply) the same answer means
     the person blocked the bot or deleted the chat: permanent, as nothing on our side can fix it."""
     if isinstance(exc, RetryAfter):
-        return DeliveryError(_reason(exc), retry_after=retry_seconds(exc), delivered=delivered)
+        # Telegram's 429 says when to come back: waiting is not a failed attempt.
+        return DeliveryError(_reason(exc), retry_after=retry_seconds(exc), deferred=True, delivered=delivered)
     if isinstance(exc, ChatMigrated):
         # The group became a supergroup: its id changed, and only the configuration can follow.
         return DeliveryError(
