@@ -2,7 +2,7 @@
 
 Rows are delivered in priority order (urgent first), retried with exponential backoff and jitter,
 marked delivered only after the sink confirmed, and moved to ``dead`` after ``max_attempts``
-(visible in ``/healthz`` and the CLI). Pending rows survive restarts: the worker simply finds them.
+(visible in ``/healthz`` and the CLI), except officer alerts, which are never given up. Pending rows survive restarts: the worker simply finds them.
 A sink is chosen by the prefix of the row's ``sink`` field ("telegram:-100123" → "telegram").
 A row goes only where the deployment sends (``allowed``): its payload is sealed together with its
 sink, so a row whose sink was edited in the database does not open and is set aside, never sent.
