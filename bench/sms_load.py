@@ -154,6 +154,21 @@ def form(sender: str, body: str) -> dict[str, str]:
     }  # fmt: skip
 
 
+async def timed_post(client: httpx.AsyncClient, result: Result, path: str, content: str, headers: dict[str, str]) -> httpx.Response | None:
+    """One request, its latency recorded; None (an error counted) when it failed or was not a 200."""
+    started = time.perf_counter()
+    try:
+        response = await client.post(path, content=content, headers=headers)
+    except httpx.HTTPError:
+        result.errors += 1
+        return None
+    result.latencies.append(time.perf_counter() - started)
+    if response.status_code != 200:
+        result.errors += 1
+        return None
+    return response
+
+
 async def converse(client: httpx.AsyncClient, validator: RequestValidator, sender: str, result: Result, receipt: bool) -> None:
     for step, body in enumerate(FLOW):
         params = form(sender, body)
@@ -161,16 +176,8 @@ async def converse(client: httpx.AsyncClient, validator: RequestValidator, sende
             "X-Twilio-Signature": validator.compute_signature(PUBLIC_URL + PATH, params),
             "Content-Type": "application/x-www-form-urlencoded",
         }
-        content = urlencode(params)
-        started = time.perf_counter()
-        try:
-            response = await client.post(PATH, content=content, headers=headers)
-        except httpx.HTTPError:
-            result.errors += 1
-            return
-        result.latencies.append(time.perf_counter() - started)
-        if response.status_code != 200:
-            result.errors += 1
+        response = await timed_post(client, result, PATH, urlencode(params), headers)
+        if response is None:
             return
         if receipt and step == len(FLOW) - 1:
             found = RECEIPT.search(response.text)

@@ -36,7 +36,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from sms_load import FLOW, Result, cpu_seconds, free_port, row  # noqa: E402
+from sms_load import FLOW, Result, cpu_seconds, free_port, row, timed_post  # noqa: E402
 
 TOKEN = "7000000001:AAbenchTokenForTheWebhookLoad_xyz0"
 SECRET = "bench-webhook-secret_1"
@@ -82,15 +82,7 @@ async def drive(base_url: str, chats: int, seconds: float, first_chat: int) -> R
             for text in TELEGRAM_FLOW:
                 update_id += 1
                 body = json.dumps(make_text_update(update_id, chat_id, text, message_id=update_id))
-                started = time.perf_counter()
-                try:
-                    response = await client.post(PATH, content=body, headers=headers)
-                except httpx.HTTPError:
-                    result.errors += 1
-                    return
-                result.latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    result.errors += 1
+                if await timed_post(client, result, PATH, body, headers) is None:
                     return
             result.conversations += 1
 

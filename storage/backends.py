@@ -8,7 +8,7 @@ from pathlib import Path
 from storage.crypto import Cipher
 from storage.interfaces import Store
 from storage.opening import StorageError
-from storage.sqlite import DB_FILENAME, SqliteStore
+from storage.sqlite import SqliteStore
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -25,7 +25,3 @@ async def open_store(data_dir: Path, cipher: Cipher, database_url: str | None = 
     from storage.postgres import PostgresStore  # asyncpg is loaded only by deployments that use it
 
     return await PostgresStore.open(database_url, cipher)
-
-
-def has_local_database(data_dir: Path) -> bool:
-    return (data_dir / DB_FILENAME).exists()

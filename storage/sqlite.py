@@ -284,12 +284,9 @@ class SqliteStore:
         runs a function there: each trip costs a thread hand-off, more than the statement.)"""
         await self._writer._execute(_run_statements, self._writer._conn, sql)
 
-    def _last_of_batch(self) -> bool:
-        """Nobody else is queued to join the open batch (or it is large): commit it now."""
-        return not self._queued or self._batch_size >= _MAX_BATCH
-
     async def _commit_if_last(self) -> None:
-        if self._last_of_batch():
+        """Commit the open batch when nobody else is queued to join it (or it is large)."""
+        if not self._queued or self._batch_size >= _MAX_BATCH:
             await self._commit_batch()
 
     async def _flush(self) -> None:

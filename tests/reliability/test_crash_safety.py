@@ -388,19 +388,7 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
             assert (draft.state["step"] if draft else None) == expected_step, (conv.address, conv.flow, committed)
         # Alerts the fakes already received but whose rows were not yet marked delivered: the one
         # case where a second copy after the restart is correct (see the module docstring).
-        sent_titles = {"telegram": telegram_alert_titles(fake_telegram), "sms": sms_alert_titles(fake_twilio)}
-        resend_allowed: set[tuple[str, str]] = set()
-        pending_alerts = 0
-        for item in await store.outbox.due(time.time() + 10**9, limit=10_000):
-            if item.payload.get("kind") != "alert":
-                continue
-            pending_alerts += 1
-            tip = await store.tips.get(item.payload["tip_id"])
-            assert tip is not None
-            sink = item.sink.partition(":")[0]
-            title = _title(item.payload["event"], tip.case_number)
-            if sent_titles[sink][title]:
-                resend_allowed.add((sink, title))
+        pending_alerts, resend_allowed = await alerts_in_a_providers_hands(store, fake_telegram, fake_twilio)
     finally:
         await store.close()
 
@@ -485,15 +473,7 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
         await store.close()
 
     # --- 6. one alert per event, on each officer channel ------------------------------------------
-    expected = Counter(_title("new", t.case_number) for t in tips if t.status is TipStatus.OPEN)
-    expected.update(_title("urgent", t.case_number) for t in tips if t.urgent)
-    # The group also reads an urgent case filling in; an on-call phone is not woken for that.
-    in_group = expected + Counter({_title("update", t.case_number): URGENT_UPDATES for t in tips if t.urgent and t.status is TipStatus.OPEN})
-    received = {"telegram": (telegram_alert_titles(fake_telegram), in_group), "sms": (sms_alert_titles(fake_twilio), expected)}
-    for sink, (titles, wanted) in received.items():
-        assert set(titles) == set(wanted), (sink, set(wanted) - set(titles), set(titles) - set(wanted))
-        for title, count in titles.items():
-            assert count == wanted[title] or (count == wanted[title] + 1 and (sink, title) in resend_allowed), (sink, title, count)
+    expected = assert_each_alert_once(tips, fake_telegram, fake_twilio, resend_allowed)
     assert all(m["parse_mode"] == "HTML" for m in fake_telegram.sent_messages(OFFICER_CHAT))
 
     figures = {
@@ -514,6 +494,38 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
         "seconds_total": round(time.monotonic() - began, 1),
     }
     request.node.user_properties.extend(figures.items())
+
+
+async def alerts_in_a_providers_hands(store, fake_telegram: FakeTelegramAPI, fake_twilio: FakeTwilioAPI) -> tuple[int, set[tuple[str, str]]]:
+    """At a kill: how many alert rows are still pending, and those of them a fake already received
+    (sent, not yet marked delivered): the one case where a second copy later is correct."""
+    sent_titles = {"telegram": telegram_alert_titles(fake_telegram), "sms": sms_alert_titles(fake_twilio)}
+    pending, allowed = 0, set()
+    for item in await store.outbox.due(time.time() + 10**9, limit=10_000):
+        if item.payload.get("kind") != "alert":
+            continue
+        pending += 1
+        tip = await store.tips.get(item.payload["tip_id"])
+        assert tip is not None
+        sink, title = item.sink.partition(":")[0], _title(item.payload["event"], tip.case_number)
+        if sent_titles[sink][title]:
+            allowed.add((sink, title))
+    return pending, allowed
+
+
+def assert_each_alert_once(tips, fake_telegram: FakeTelegramAPI, fake_twilio: FakeTwilioAPI, resend_allowed: set[tuple[str, str]]) -> Counter[str]:
+    """Each officer channel got each alert of these tips exactly once (one more copy only where
+    ``resend_allowed``); returns the alerts expected on the on-call phone."""
+    expected = Counter(_title("new", t.case_number) for t in tips if t.status is TipStatus.OPEN)
+    expected.update(_title("urgent", t.case_number) for t in tips if t.urgent)
+    # The group also reads an urgent case filling in; an on-call phone is not woken for that.
+    in_group = expected + Counter({_title("update", t.case_number): URGENT_UPDATES for t in tips if t.urgent and t.status is TipStatus.OPEN})
+    received = {"telegram": (telegram_alert_titles(fake_telegram), in_group), "sms": (sms_alert_titles(fake_twilio), expected)}
+    for sink, (titles, wanted) in received.items():
+        assert set(titles) == set(wanted), (sink, set(wanted) - set(titles), set(titles) - set(wanted))
+        for title, count in titles.items():
+            assert count == wanted[title] or (count == wanted[title] + 1 and (sink, title) in resend_allowed), (sink, title, count)
+    return expected
 
 
 def _title(event: str, case: str) -> str:

@@ -58,14 +58,12 @@ from tests.reliability.test_crash_safety import (  # noqa: F401 - fakes and serv
     START_EVERY,
     TELEGRAM_CONVERSATIONS,
     URGENT_FLOWS,
-    URGENT_UPDATES,
     Conversation,
     Driver,
-    _title,
+    alerts_in_a_providers_hands,
+    assert_each_alert_once,
     fakes,
     servers,
-    sms_alert_titles,
-    telegram_alert_titles,
     telegram_receipts,
     wait_until,
 )
@@ -138,14 +136,7 @@ async def test_two_instances_one_killed_mid_load(
                 killed_at = time.monotonic()
                 unfinished_at_kill = sum(1 for c in conversations if not c.done)
                 # Rows in some instance's hands at the kill: the one case a second copy is right.
-                sent_titles = {"telegram": telegram_alert_titles(fake_telegram), "sms": sms_alert_titles(fake_twilio)}
-                resend_allowed: set[tuple[str, str]] = set()
-                for item in await store.outbox.due(time.time() + 10**9, limit=10_000):
-                    if item.payload.get("kind") == "alert":
-                        tip = await store.tips.get(item.payload["tip_id"])
-                        sink, title = item.sink.partition(":")[0], _title(item.payload["event"], tip.case_number)
-                        if sent_titles[sink][title]:
-                            resend_allowed.add((sink, title))
+                _, resend_allowed = await alerts_in_a_providers_hands(store, fake_telegram, fake_twilio)
                 await asyncio.sleep(1.0)  # B alone for a moment
                 a = start("a")  # on its old port: the dispatcher finds it again
                 await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
@@ -189,14 +180,7 @@ async def test_two_instances_one_killed_mid_load(
     finally:
         await store.close()
 
-    expected = Counter(_title("new", t.case_number) for t in tips if t.status is TipStatus.OPEN)
-    expected.update(_title("urgent", t.case_number) for t in tips if t.urgent)
-    in_group = expected + Counter({_title("update", t.case_number): URGENT_UPDATES for t in tips if t.urgent and t.status is TipStatus.OPEN})
-    received = {"telegram": (telegram_alert_titles(fake_telegram), in_group), "sms": (sms_alert_titles(fake_twilio), expected)}
-    for sink, (titles, wanted) in received.items():
-        assert set(titles) == set(wanted), (sink, set(wanted) - set(titles), set(titles) - set(wanted))
-        for title, count in titles.items():
-            assert count == wanted[title] or (count == wanted[title] + 1 and (sink, title) in resend_allowed), (sink, title, count)
+    assert_each_alert_once(tips, fake_telegram, fake_twilio, resend_allowed)
     assert len(fake_telegram.calls_of("setWebhook")) == 1  # three starts, one registration
     assert all("Traceback" not in s.log() for s in servers), [s.log()[-2000:] for s in servers if "Traceback" in s.log()]
 
