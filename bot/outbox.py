@@ -17,11 +17,23 @@ A sink may also offer ``deliver_batch(items, target)``: the worker then hands it
 for one target at once (in priority order), so it can merge them (the Telegram group's digest when
 a burst would pass the group's flood limit). The batch goes where its most urgent row would have.
 
+Each sink has its own *lane*: a loop that delivers only that sink's rows, so a provider that
+hangs or fails holds up its own rows and no other (a hung Twilio once delayed Telegram alerts by
+minutes). Officer sinks (``in_order``) also keep each target's order: a row waits while an
+earlier row for the same target waits, so a case's URGENT alert never arrives after its "New
+tip", and after an outage a target's rows go together, urgent first (storage.outbox.Lane).
+
 Several instances may share one outbox (PostgreSQL): a pass *claims* its rows first, leasing them
 for ``LEASE_SECONDS`` (skipping rows another instance is claiming), and keeps the lease fresh
 while a slow provider answers. An instance killed mid-delivery leaves its rows leased; they are due
 again when the lease runs out, so the only way a row goes out twice is a kill between the
-provider's "sent" and the commit that records it.
+provider's "sent" and the commit that records it. On SQLite one process owns the data directory
+(storage.data_dir.OneProcess), so a pass only reads its rows: no write is needed to send, and
+alerts still go out when the disk is full.
+
+Outcomes are recorded after the sink answered; when the database refuses that write, the outcome
+waits in memory (bot.outbox_journal) and the row is not sent again: a full disk never turns one
+alert into hundreds.
 """
 
 from __future__ import annotations
@@ -34,7 +46,9 @@ from contextlib import suppress
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from bot.outbox_journal import Journal, Outcome
 from storage.interfaces import Store
+from storage.outbox import Lane
 from storage.records import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -75,6 +89,9 @@ class DeliveryError(Exception):
 
 
 class Sink(Protocol):
+    """Delivers one row to ``target`` (the part of its sink after the prefix). A sink may set
+    ``in_order = True``: its lane then keeps each target's rows in order (officer alerts)."""
+
     async def deliver(self, item: OutboxItem, target: str) -> None: ...
 
 
@@ -116,25 +133,54 @@ class OutboxWorker:
         self._clock = clock
         self._jitter = jitter
         self._batch = batch
-        self._wake = asyncio.Event()
-        self._pass = asyncio.Lock()
+        self.journal = Journal(store, clock)
+        self._lanes: dict[Lane, _LaneState] = {}
         self._stopping = False
 
+    def lanes(self) -> list[Lane]:
+        """One lane per sink prefix (in order for sinks that ask for it), and one for rows whose
+        sink has no configured prefix (they fail there: "no sink is configured")."""
+        prefixes = tuple(sorted(self.sinks))
+        lanes = [Lane((p,), in_order=bool(getattr(self.sinks[p], "in_order", False))) for p in prefixes]
+        return [*lanes, Lane(prefixes, others=True)]
+
+    def _state(self, lane: Lane) -> _LaneState:
+        if lane not in self._lanes:
+            self._lanes[lane] = _LaneState()
+        return self._lanes[lane]
+
     def wake(self) -> None:
-        self._wake.set()
+        for state in self._lanes.values():
+            state.wake.set()
 
     def backoff(self, attempts: int) -> float:
         """2 s, 4 s, 8 s… capped, each stretched by a random 0.5–1.5 so retries do not stampede."""
         return min(self.max_delay, self.base_delay * 2 ** (attempts - 1)) * (0.5 + self._jitter())
 
     async def run_once(self) -> int:
-        """Deliver every row that is due now; returns how many were delivered. Passes never
-        overlap (the background loop and a caller's drain), so no row is sent twice."""
-        async with self._pass:
-            async with self.store.transaction() as tx:
-                due = await tx.outbox.claim(self._clock(), self.lease, self._batch)
+        """Deliver every row that is due now, every lane at once; returns how many were delivered.
+        A lane's passes never overlap (its loop and a caller's drain), so no row is sent twice."""
+        return sum(await asyncio.gather(*(self.run_lane(lane) for lane in self.lanes())))
+
+    async def run_lane(self, lane: Lane) -> int:
+        """One pass of one lane; how many rows were delivered."""
+        async with self._state(lane).lock:
+            await self.journal.flush()  # outcomes the database refused first: before any new send
+            held = self.journal.held()
+            now = self._clock()
+            if self.store.shared:
+                async with self.store.transaction() as tx:
+                    due = await tx.outbox.claim(now, self.lease, self._batch + len(held), lane)
+            else:  # one process owns this database: reading is enough, nothing else takes them
+                due = await self.store.outbox.due(now, self._batch + len(held), lane)
+            if lane.in_order:
+                waiting = {self.journal.waiting[i].sink for i in held}
+                due = [i for i in due if i.sink not in waiting]  # a target's order holds here too
+            due = [i for i in due if i.id not in held][: self._batch]
             if not due:
                 return 0
+            if not self.store.shared:
+                return await self._deliver_claimed(due)
             keeper = asyncio.create_task(self._keep_leased([i.id for i in due]), name="outbox-lease")
             try:
                 return await self._deliver_claimed(due)
@@ -156,8 +202,8 @@ class OutboxWorker:
     async def _deliver_claimed(self, due: list[OutboxItem]) -> int:
         delivered = 0
         refused = [i for i in due if self._refusal(i)]
-        for item in refused:
-            await self._failed(item, DeliveryError(self._refusal(item) or "", permanent=True))
+        if refused:
+            await self.journal.record({i.id: self._failed(i, DeliveryError(self._refusal(i) or "", permanent=True)) for i in refused})
         due = [i for i in due if i not in refused]
         batched: set[str] = set()
         for item in due:
@@ -195,16 +241,17 @@ class OutboxWorker:
             error = DeliveryError(type(exc).__name__)
             log.exception("outbox sink %s raised while delivering %d rows", prefix, len(items))
         done = [i for i in items if error is None or i.id in error.delivered]
-        if done:
-            async with self.store.transaction() as tx:
-                for item in done:
-                    await tx.outbox.mark_delivered(item.id, self._clock())
-            log.info("outbox %d rows delivered to %s", len(done), prefix)
         failed = [] if error is None else [i for i in items if i.id not in error.delivered]
-        self._note_reachability(items[0].sink, error, len(failed), reached=bool(done))
+        # One write for the whole batch; when the database refuses it, the journal keeps it (the
+        # rows that went out are never handed to a sink again).
+        at = self._clock()
+        outcomes = {i.id: Outcome(delivered_at=at, sink=i.sink) for i in done}
         if error is not None:
-            for item in failed:
-                await self._failed(item, error)
+            outcomes.update({i.id: self._failed(i, error) for i in failed})
+        await self.journal.record(outcomes)
+        if done:
+            log.info("outbox %d rows delivered to %s", len(done), prefix)
+        self._note_reachability(items[0].sink, error, len(failed), reached=bool(done))
         return len(done)
 
     def _note_reachability(self, sink: str, error: DeliveryError | None, waiting: int, *, reached: bool) -> None:
@@ -226,23 +273,18 @@ class OutboxWorker:
             else:
                 log.warning("outbox: %s no longer reported unreachable (%s)", sink, error)
 
-    async def _failed(self, item: OutboxItem, error: DeliveryError) -> None:
+    def _failed(self, item: OutboxItem, error: DeliveryError) -> Outcome:
+        """The outcome of a failed try: when to try again, and whether the row is given up."""
         reason, retry_after = str(error), error.retry_after
         if error.unreachable:
             # Nobody can deliver until the target is fixed: wait, flagged, without using up
             # attempts, so the row is still there (and goes out) whenever that happens.
-            async with self.store.transaction() as tx:
-                await tx.outbox.mark_failed(
-                    item.id, item.attempts, self._clock() + self.unreachable_retry, reason, False, unreachable=True
-                )
-            return
+            return Outcome(attempts=item.attempts, next_at=self._clock() + self.unreachable_retry, error=reason, unreachable=True, sink=item.sink)
         if error.deferred:
             # Waiting for the provider's rate budget is not a failure: no attempt is used up.
             delay = retry_after if retry_after is not None else self.base_delay
-            async with self.store.transaction() as tx:
-                await tx.outbox.mark_failed(item.id, item.attempts, self._clock() + delay, reason, False)
             log.info("outbox %s deferred (%s); next try in %.1fs", item.id[:8], reason, delay)
-            return
+            return Outcome(attempts=item.attempts, next_at=self._clock() + delay, error=reason, sink=item.sink)
         attempts = item.attempts + 1
         # An officer alert is never given up for a provider that keeps failing (an outage of 25
         # minutes used to kill every alert, urgent ones too): it is retried, backoff capped, for
@@ -250,27 +292,52 @@ class OutboxWorker:
         gives_up = not (isinstance(item.payload, dict) and item.payload.get("kind") == "alert")
         dead = error.permanent or (gives_up and attempts >= self.max_attempts)
         delay = retry_after if retry_after is not None else self.backoff(attempts)
-        async with self.store.transaction() as tx:
-            await tx.outbox.mark_failed(item.id, attempts, self._clock() + delay, reason, dead)
         if dead:
             log.error("outbox %s to %s is dead after %d attempts: %s", item.id[:8], item.sink.partition(":")[0], attempts, reason)
         else:
             log.warning("outbox %s attempt %d failed (%s); retry in %.0fs", item.id[:8], attempts, reason, delay)
+        return Outcome(attempts=attempts, next_at=self._clock() + delay, error=reason, dead=dead, sink=item.sink)
 
     async def run(self, idle: float = 30.0) -> None:
-        """Deliver until stopped; sleeps until woken, the next retry is due, or ``idle`` passes."""
+        """Deliver until stopped: one loop per lane, each asleep until woken, its next row is due,
+        or ``idle`` passes."""
+        lanes = self.lanes()
+        for lane in lanes:
+            self._state(lane)
+        await asyncio.gather(*(self._run_lane_loop(lane, idle) for lane in lanes))
+
+    async def _run_lane_loop(self, lane: Lane, idle: float) -> None:
+        state = self._state(lane)
+        failures = 0
         while not self._stopping:
-            self._wake.clear()
+            state.wake.clear()
             try:
-                await self.run_once()
-            except Exception:  # noqa: BLE001 - e.g. the database briefly busy; try again later
-                log.exception("outbox pass failed")
-            next_due = await self.store.outbox.next_due_at()
-            wait = idle if next_due is None else max(0.05, min(idle, next_due - self._clock()))
+                delivered = await self.run_lane(lane)
+                # Something went out: there may be more right behind it (a full batch).
+                wait = 0.0 if delivered else await self._until_due(lane, idle)
+                failures = 0
+            except Exception:  # noqa: BLE001 - e.g. the database briefly busy or full; try again later
+                failures += 1
+                wait = min(idle, 0.5 * 2 ** min(failures, 6))
+                if failures == 1 or failures % 20 == 0:  # not a line per pass while it lasts
+                    log.exception("outbox pass failed (%s lane; %d in a row); next in %.0fs", lane.prefixes[0] if not lane.others else "other", failures, wait)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                await asyncio.wait_for(state.wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    async def _until_due(self, lane: Lane, idle: float) -> float:
+        """Seconds until this lane has work: its next due row, or the journal's next write when
+        what is due now is held in memory (so the loop does not spin on rows it will skip)."""
+        now = self._clock()
+        next_due = await self.store.outbox.next_due_at(lane)
+        retry = self.journal.retry_at
+        if next_due is not None and next_due <= now and retry is not None:
+            next_due = max(retry, now + 0.5)  # only held rows (or a refused write) are due now
+        wait = idle if next_due is None else next_due - now
+        if retry is not None:
+            wait = min(wait, max(0.0, retry - now))
+        return max(0.05, min(idle, wait))
 
     async def target_reachable(self, sink: str) -> int:
         """The target ``sink`` was heard from (the bot is back in the officer group): its rows
@@ -286,7 +353,7 @@ class OutboxWorker:
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self.wake()
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Deliver what is due now, retrying briefly (the console's end of input)."""
@@ -297,3 +364,11 @@ class OutboxWorker:
             if next_due is None or next_due > deadline:
                 return
             await asyncio.sleep(max(0.01, min(0.5, next_due - self._clock())))
+
+
+class _LaneState:
+    """A lane's pass lock (its loop and a drain never overlap) and its wake-up."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()

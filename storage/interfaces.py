@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.crypto import EpochPeppers
+if TYPE_CHECKING:
+    from storage.outbox import Lane
 from storage.records import AuditEntry, Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
 
 
@@ -69,11 +71,12 @@ class ProcessedRepository(Protocol):
 
 class OutboxRepository(Protocol):
     async def add(self, item: OutboxItem) -> None: ...
-    async def due(self, now: float, limit: int = 50) -> list[OutboxItem]:
-        """Pending rows due by ``now``, leased or not (a look, not a claim)."""
+    async def due(self, now: float, limit: int = 50, lane: Lane | None = None) -> list[OutboxItem]:
+        """Pending rows due by ``now``, leased or not (a look, not a claim); only ``lane``'s rows
+        when given (storage.outbox.Lane)."""
         ...
 
-    async def claim(self, now: float, lease_seconds: float, limit: int = 50) -> list[OutboxItem]:
+    async def claim(self, now: float, lease_seconds: float, limit: int = 50, lane: Lane | None = None) -> list[OutboxItem]:
         """Due rows nobody holds, leased to the caller until ``now + lease_seconds`` (in a
         transaction); urgent first, then oldest. Rows another instance is claiming are skipped."""
         ...
@@ -90,7 +93,7 @@ class OutboxRepository(Protocol):
 
     async def counts(self) -> dict[OutboxStatus, int]: ...
     async def altered_count(self) -> int: ...
-    async def next_due_at(self) -> float | None: ...
+    async def next_due_at(self, lane: Lane | None = None) -> float | None: ...
     async def delete_delivered_before(self, at: float) -> int: ...
     async def listing(self, statuses: tuple[OutboxStatus, ...], limit: int | None = None) -> list[OutboxEntry]:
         """Rows in these statuses, urgent first, then oldest first; payloads are not read."""
@@ -210,6 +213,10 @@ class Repositories(Protocol):
 
 
 class Store(Repositories, Protocol):
+    # Whether several processes may use this database at once (PostgreSQL): the outbox is then
+    # claimed with a lease; on SQLite one process owns the data directory and only reads it.
+    shared: bool
+
     def transaction(self, *, lock: tuple[str, ...] = ()) -> AbstractAsyncContextManager[Repositories]:
         """One unit of work. ``lock``: the sender pseudonyms it serves; transactions naming the
         same sender never interleave, in this process or any other instance on the database."""

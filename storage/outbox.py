@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from storage.crypto import DecryptionError
@@ -17,6 +18,38 @@ def outbox_row(item_id: str, sink: str) -> str:
     """The associated data of an outbox payload: its row and where it goes, so a row whose sink
     (or target) is edited no longer opens and is never sent there."""
     return f"{item_id}|{sink}"
+
+
+@dataclass(frozen=True)
+class Lane:
+    """The rows one delivery lane takes (bot.outbox: a lane per sink, so a hung provider holds up
+    only its own rows): those whose sink has one of ``prefixes`` ("telegram" takes
+    "telegram:-100123"), or with ``others`` every row whose sink has none of them.
+
+    ``in_order``: a target's row is not due while an earlier row for the same target waits (in
+    backoff, or leased by another instance), so officers read a case's alerts in the order they
+    were raised (its URGENT never after its "New tip"); when the wait ends they go together,
+    urgent first."""
+
+    prefixes: tuple[str, ...]
+    others: bool = False
+    in_order: bool = False
+
+    def where(self, now: float) -> tuple[str, tuple[Any, ...]]:
+        """The SQL added to a query on ``outbox``, and its parameters."""
+        tests, params = [], []
+        for prefix in self.prefixes:
+            tests.append("(sink = ? OR substr(sink, 1, ?) = ?)")
+            params += [prefix, len(prefix) + 1, prefix + ":"]
+        chosen = " OR ".join(tests) or "1 = 0"
+        sql = f" AND {'NOT ' if self.others else ''}({chosen})"
+        if self.in_order:
+            sql += (
+                " AND NOT EXISTS (SELECT 1 FROM outbox AS w WHERE w.sink = outbox.sink AND w.status = 'pending' "
+                "AND w.seq < outbox.seq AND (w.next_at > ? OR w.lease_until > ?))"
+            )
+            params += [now, now]
+        return sql, tuple(params)
 
 
 class SqlOutboxRepository(_Repository):
@@ -42,23 +75,25 @@ class SqlOutboxRepository(_Repository):
         rows = await self._all(f"SELECT {_OUTBOX_COLUMNS} FROM outbox")
         return sum(self._item(r).payload is None for r in rows)
 
-    async def due(self, now: float, limit: int = 50) -> list[OutboxItem]:
+    async def due(self, now: float, limit: int = 50, lane: Lane | None = None) -> list[OutboxItem]:
+        chosen, params = lane.where(now) if lane is not None else ("", ())
         rows = await self._all(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_at <= ? "
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_at <= ?{chosen} "
             "ORDER BY priority DESC, seq LIMIT ?",
-            (now, limit),
+            (now, *params, limit),
         )
         return [self._item(r) for r in rows]
 
-    async def claim(self, now: float, lease_seconds: float, limit: int = 50) -> list[OutboxItem]:
+    async def claim(self, now: float, lease_seconds: float, limit: int = 50, lane: Lane | None = None) -> list[OutboxItem]:
         """Due rows this instance will deliver, leased until ``now + lease_seconds``: no other
         instance claims them meanwhile (rows another is claiming at this instant are skipped, not
         waited for), and if this one dies they are due again when the lease runs out."""
+        chosen, params = lane.where(now) if lane is not None else ("", ())
         rows = await self._all(
             f"UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' "
-            f"AND next_at <= ? AND lease_until <= ? ORDER BY priority DESC, seq LIMIT ?{self._db.skip_locked}) "
+            f"AND next_at <= ? AND lease_until <= ?{chosen} ORDER BY priority DESC, seq LIMIT ?{self._db.skip_locked}) "
             f"RETURNING {_OUTBOX_COLUMNS}, seq",
-            (now + lease_seconds, now, now, limit),
+            (now + lease_seconds, now, now, *params, limit),
         )
         rows.sort(key=lambda r: (-r[7], r[10]))  # RETURNING keeps no order: urgent first, then oldest
         return [self._item(r) for r in rows]
@@ -97,10 +132,21 @@ class SqlOutboxRepository(_Repository):
         found = {OutboxStatus(s): n for s, n in rows}
         return {status: found.get(status, 0) for status in OutboxStatus}
 
-    async def next_due_at(self) -> float | None:
-        # A row leased by an instance is not due before its lease runs out.
+    async def next_due_at(self, lane: Lane | None = None) -> float | None:
+        # A row leased by an instance is not due before its lease runs out. In a lane that keeps
+        # each target's order, a target is next due when its earliest pending row is.
+        chosen, params = "", ()
+        if lane is not None:
+            chosen, params = Lane(lane.prefixes, lane.others).where(0)
+            if lane.in_order:
+                chosen += (
+                    " AND NOT EXISTS (SELECT 1 FROM outbox AS w WHERE w.sink = outbox.sink "
+                    "AND w.status = 'pending' AND w.seq < outbox.seq)"
+                )
         row = await self._one(
-            "SELECT min(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END) FROM outbox WHERE status = 'pending'"
+            "SELECT min(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END) FROM outbox "
+            f"WHERE status = 'pending'{chosen}",
+            params,
         )
         return row[0] if row else None
 

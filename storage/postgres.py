@@ -145,6 +145,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX outbox_seq ON outbox (seq);
     """,
+    # Each sink's lane reads its pending rows, and an officer target keeps its order (an earlier
+    # row of the same target waiting holds back the later ones): both look rows up by sink.
+    """
+    CREATE INDEX outbox_sink ON outbox (sink, status, seq);
+    """,
 )
 
 # Tables an erase or a purge deletes from: vacuumed by ``checkpoint`` so dead row versions go.
@@ -209,6 +214,7 @@ class PgPoolDb(PgDb):
 class PostgresStore:
     def __init__(self, url: str, cipher: Cipher, pool: asyncpg.Pool) -> None:
         self.url = url
+        self.shared = True  # see storage.interfaces.Store.shared
         self.cipher = cipher
         self._pool = pool
         self._held: list[asyncpg.Connection] = []  # sessions holding an exclusive lock

@@ -172,11 +172,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX outbox_seq ON outbox (seq);
     """,
+    # Each sink's lane reads its pending rows, and an officer target keeps its order (an earlier
+    # row of the same target waiting holds back the later ones): both look rows up by sink.
+    """
+    CREATE INDEX outbox_sink ON outbox (sink, status, seq);
+    """,
 )
 
 class SqliteStore:
     def __init__(self, path: Path, cipher: Cipher, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
+        self.shared = False  # see storage.interfaces.Store.shared
         self.cipher = cipher
         self._writer = writer
         self._reader = reader

@@ -25,6 +25,8 @@ OFFICER_PREFIX = "/"  # in the local console, a line starting with / is an offic
 class ConsoleSink:
     """Officer alerts (and notices, which name no tip) for local use: printed, framed, on standard error."""
 
+    in_order = True  # a case's alerts in the order they were raised (bot.outbox lanes)
+
     def __init__(self, composer: AlertComposer, stream: TextIO | None = None) -> None:
         self.composer = composer
         self.stream = stream

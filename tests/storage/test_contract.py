@@ -15,6 +15,7 @@ import pytest
 
 from storage.crypto import Cipher, unkeyed_chain_hash
 from storage.interfaces import Store
+from storage.outbox import Lane
 from storage.records import Draft, Followup, OutboxEntry, OutboxItem, OutboxStatus, Tip, TipStatus
 from storage.postgres import PostgresStore
 from storage.sqlite import SqliteStore
@@ -609,6 +610,39 @@ async def test_a_claimed_row_is_leased_to_its_claimer(store: Store) -> None:
         await tx.outbox.mark_failed("calm", 1, T0 + 70, "boom", False)  # a failure frees it for its retry
     async with store.transaction() as tx:
         assert [i.id for i in await tx.outbox.claim(T0 + 70, lease_seconds=30, limit=1)] == ["calm"]
+
+
+async def test_a_lane_takes_its_own_sinks_rows_and_an_in_order_lane_keeps_a_targets_order(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.outbox.add(make_item("urgent-waits", sink="telegram:-1", next_at=T0 + 60, priority=2))  # in backoff
+        await tx.outbox.add(make_item("new-tip", sink="telegram:-1", next_at=T0, priority=2))
+        await tx.outbox.add(make_item("other-group", sink="telegram:-2", next_at=T0))
+        await tx.outbox.add(make_item("sms", sink="sms:ab", next_at=T0))
+        await tx.outbox.add(make_item("prefix-alike", sink="telegramx:-1", next_at=T0))
+        await tx.outbox.add(make_item("bare", sink="console", next_at=T0))
+    telegram = Lane(("telegram",), in_order=True)
+    assert [i.id for i in await store.outbox.due(T0, lane=telegram)] == ["other-group"]  # new-tip waits behind urgent
+    assert {i.id for i in await store.outbox.due(T0, lane=Lane(("telegram",)))} == {"new-tip", "other-group"}
+    assert [i.id for i in await store.outbox.due(T0, lane=Lane(("console",)))] == ["bare"]
+    others = Lane(("console", "sms", "telegram"), others=True)
+    assert [i.id for i in await store.outbox.due(T0, lane=others)] == ["prefix-alike"]
+    # A target is next due when its earliest pending row is; the other group is due now.
+    assert await store.outbox.next_due_at(Lane(("sms",), in_order=True)) == T0
+    async with store.transaction() as tx:
+        await tx.outbox.mark_delivered("other-group", T0)
+    assert await store.outbox.next_due_at(telegram) == T0 + 60
+    async with store.transaction() as tx:
+        assert [i.id for i in await tx.outbox.claim(T0 + 1, 30, lane=telegram)] == []
+        claimed = await tx.outbox.claim(T0 + 60, 30, lane=telegram)
+    assert [i.id for i in claimed] == ["urgent-waits", "new-tip"]  # together, in the order raised
+    async with store.transaction() as tx:
+        await tx.outbox.add(make_item("behind-a-lease", sink="telegram:-1", next_at=T0 + 60))
+    # Rows another instance holds leased keep the target's later rows back too.
+    async with store.transaction() as tx:
+        assert [i.id for i in await tx.outbox.claim(T0 + 61, 30, lane=telegram)] == []
+        await tx.outbox.mark_delivered("urgent-waits", T0 + 62)
+        await tx.outbox.mark_delivered("new-tip", T0 + 62)
+        assert [i.id for i in await tx.outbox.claim(T0 + 62, 30, lane=telegram)] == ["behind-a-lease"]
 
 
 async def test_claims_that_race_never_share_a_row(store: Store, backend: Backend, request: pytest.FixtureRequest, tmp_path: Path, cipher: Cipher) -> None:

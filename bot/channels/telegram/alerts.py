@@ -181,6 +181,8 @@ def fitting(plan: list[_Message], room: int) -> list[_Message]:
 
 
 class TelegramAlertSink:
+    in_order = True  # a case's URGENT never after its "New tip" (bot.outbox lanes)
+
     def __init__(self, bot: ExtBot, composer: AlertComposer, moved: dict[int, int] | None = None) -> None:
         self.bot = bot
         self.composer = composer

@@ -36,6 +36,7 @@ class OfficerSmsSink:
     # An on-call phone gets the urgent alert and the filed tip, not an SMS for every answer of an
     # urgent case filling in (the officer group reads those).
     wants_updates = False
+    in_order = True  # a case's URGENT never after its "New tip" (bot.outbox lanes)
 
     def __init__(
         self,
