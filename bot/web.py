@@ -9,8 +9,13 @@ does not rely on it: a connection must send complete request headers within
 ``TIPLINE_SERVER__HEADER_TIMEOUT_SECONDS`` (:class:`TimedH11Protocol`; uvicorn's own protocols
 have no such timeout), a body must arrive within ``…__BODY_TIMEOUT_SECONDS`` once the app reads
 it (:class:`BodyTimeout`, 408), an idle kept-alive connection closes after
-``…__KEEP_ALIVE_TIMEOUT_SECONDS``, and beyond ``…__CONCURRENCY_LIMIT`` open connections uvicorn
-answers 503. Bodies over 64 KB get 413 (:class:`BodyLimit`).
+``…__KEEP_ALIVE_TIMEOUT_SECONDS``, and at most ``…__CONCURRENCY_LIMIT`` connections stay open
+(kept below the open-files limit): a new one takes the place of the one that has waited longest for
+its request, or, when every other one is busy with a request, uvicorn answers it 503. Bodies over
+64 KB get 413 (:class:`BodyLimit`).
+
+What these log is per connection, so a flood of connections would flood the log: it goes to the
+``bot.web.connections`` logger, which ``bot.logs`` holds to one line a minute.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import resource
+import socket
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,6 +51,7 @@ from storage.opening import StorageError
 from storage.records import OutboxStatus
 
 log = logging.getLogger(__name__)
+connections_log = logging.getLogger("bot.web.connections")  # one line a minute (bot.logs.OncePerMinute)
 
 MAX_BODY_BYTES = 64 * 1024  # Twilio and Telegram payloads are a few KB
 
@@ -119,7 +128,7 @@ class BodyTimeout:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 timed_out = True
-                log.info("request body not received within %.1fs: answered 408", self.timeout)
+                connections_log.info("request body not received within %.1fs: answered 408", self.timeout)
                 if not started:
                     response = PlainTextResponse("request body timed out", status_code=408, headers={"connection": "close"})
                     await response(scope, _no_body, send)
@@ -149,6 +158,12 @@ _REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 22\r\nconnection: close\r\n\r\nrequest header timeout"
 )
+_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 19\r\nconnection: close\r\n\r\nService Unavailable"
+)
+# Per server: its connections now waiting for request headers, longest-waiting first.
+_WAITING: weakref.WeakKeyDictionary[object, dict[TimedH11Protocol, None]] = weakref.WeakKeyDictionary()
 
 
 class TimedH11Protocol(H11Protocol):
@@ -162,6 +177,13 @@ class TimedH11Protocol(H11Protocol):
     * Unread body: when the app has answered without reading the whole body (a 403 or 413 before
       the body), the client gets ``body_timeout`` seconds to finish sending it before the
       connection closes; uvicorn would otherwise wait for it as long as bytes keep coming.
+    * Connections: at ``connection_limit`` open connections (uvicorn's ``limit_concurrency``, below
+      the open-files limit), a new one closes the connection that has waited longest for its
+      request headers (an idle or slow client; 503 if part of a request came), so a flood of idle
+      connections can neither use up the descriptors nor keep a real request out. uvicorn only
+      answers 503 to requests beyond its limit, and leaves silent connections open until accept
+      fails for want of descriptors. When no other connection waits (all busy with requests), the
+      new one stays and uvicorn answers it 503.
 
     A body the app does read is limited by :class:`BodyTimeout`. Use :func:`timed_protocol` to
     get a class with the deadlines set (uvicorn builds the protocol from ``Config.http``)."""
@@ -173,10 +195,23 @@ class TimedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_kind: str | None = None  # "headers" or "unread body"
+        self._waiting = _WAITING.setdefault(self.server_state, {})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._follow_client()
+        if self.limit_concurrency is not None and len(self.connections) >= self.limit_concurrency:
+            self._make_room()
+
+    def _make_room(self) -> None:
+        victim = next((p for p in self._waiting if p is not self and not p.transport.is_closing()), None)
+        if victim is None:
+            return  # every other connection is busy with a request: uvicorn answers this one 503
+        connections_log.warning("%d connections open (the limit): closed the one waiting longest for its request", len(self.connections))
+        victim._close_waiting(_UNAVAILABLE)
+        # Counted out now, not when its close completes: the next connection of a burst must not
+        # close another one for the same place.
+        self.connections.discard(victim)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -209,20 +244,35 @@ class TimedH11Protocol(H11Protocol):
         self._cancel_deadline()
         self._deadline_kind = kind
         self._deadline = self.loop.call_later(seconds, self._deadline_passed)
+        if kind == "headers":
+            self._waiting[self] = None  # the newest wait goes last
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         self._deadline, self._deadline_kind = None, None
+        self._waiting.pop(self, None)
 
     def _deadline_passed(self) -> None:
-        kind, self._deadline, self._deadline_kind = self._deadline_kind, None, None
+        kind = self._deadline_kind
+        self._cancel_deadline()
         if self.transport.is_closing():
             return
-        if kind == "headers" and self.conn.trailing_data[0]:
-            # Part of a request came: tell a slow but honest client why (nothing was answered yet).
-            self.transport.write(_REQUEST_TIMEOUT)
-        log.info("closing a connection: %s not received in time", "request headers" if kind == "headers" else "the unread request body")
+        if kind == "headers":
+            connections_log.info("closing a connection: request headers not received in time")
+            self._close_waiting(_REQUEST_TIMEOUT)
+        else:
+            connections_log.info("closing a connection: the unread request body not received in time")
+            self.transport.close()
+
+    def _close_waiting(self, answer: bytes) -> None:
+        """Close a connection waiting for request headers; when part of a request came, tell a slow
+        but honest client why first (nothing was answered yet)."""
+        self._cancel_deadline()
+        if self.transport.is_closing():
+            return
+        if self.conn.trailing_data[0]:
+            self.transport.write(answer)
         self.transport.close()
 
 
@@ -231,9 +281,31 @@ def timed_protocol(header_timeout: float, body_timeout: float) -> type[TimedH11P
     return type("TimedH11Protocol", (TimedH11Protocol,), {"header_timeout": header_timeout, "body_timeout": body_timeout})
 
 
+# asyncio accepts up to ``backlog`` connections each time the listening socket is readable, before
+# any protocol code runs: with uvicorn's 2,048 a flood would take every descriptor in one go (accept
+# then fails with EMFILE and pauses a second at a time) before the connection limit could make room.
+# So asyncio is given a small batch, and Server puts the kernel's queue of connections back to this.
+ACCEPT_BATCH = 8
+LISTEN_BACKLOG = 2048
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, its listening sockets with the kernel queue of LISTEN_BACKLOG connections
+    (uvicorn set ACCEPT_BATCH there too: asyncio takes both from one ``backlog``)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in self.servers:
+            for listening in server.sockets:
+                # listen() again on a listening socket only changes its queue length (Linux, BSD).
+                with socket.socket(fileno=os.dup(listening.fileno())) as same:
+                    same.listen(LISTEN_BACKLOG)
+
+
 def server_config(settings: Settings, app: ASGIApp | None = None, **overrides: Any) -> uvicorn.Config:
-    """How ``serve`` runs uvicorn: the app (``create_app(settings)`` unless given) with the
-    server limits of ``TIPLINE_SERVER__*``. ``overrides`` go to ``uvicorn.Config`` (tests)."""
+    """How ``serve`` runs uvicorn (with :class:`Server`): the app (``create_app(settings)`` unless
+    given) with the server limits of ``TIPLINE_SERVER__*``. ``overrides`` go to ``uvicorn.Config``
+    (tests)."""
     limits = settings.server
     options: dict[str, Any] = {
         "host": settings.host,
@@ -246,6 +318,7 @@ def server_config(settings: Settings, app: ASGIApp | None = None, **overrides: A
         "ws": "none",  # no WebSocket endpoint: an upgrade request is an ordinary request
         "timeout_keep_alive": limits.keep_alive_timeout_seconds,
         "limit_concurrency": concurrency_below_open_files(limits.concurrency_limit),
+        "backlog": ACCEPT_BATCH,  # the kernel's queue is LISTEN_BACKLOG (see Server)
     }
     options.update(overrides)
     return uvicorn.Config(app if app is not None else create_app(settings), **options)
