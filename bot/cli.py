@@ -60,7 +60,8 @@ def raise_open_files_limit() -> int:
 def serve(settings: Settings) -> int:
     from uvicorn.config import STARTUP_FAILURE
 
-    from bot.web import Server, server_config
+    from bot.connections import Server
+    from bot.web import server_config
 
     raise_open_files_limit()
     # Header, body and keep-alive timeouts and the concurrency limit: TIPLINE_SERVER__* (bot/web.py).

@@ -247,7 +247,7 @@ async def test_serve_keeps_answering_through_a_socket_flood_and_logs_little(
 
         # Every flood connection was closed by the server, within the header timeout.
         latest = max(c.after for c in closed)
-        assert latest <= HEADER_TIMEOUT + SLACK, sorted(((round(c.after, 2), c.slow, c.received[:12]) for c in closed), reverse=True)[:15]
+        assert latest <= HEADER_TIMEOUT + SLACK, sorted((round(c.after, 2), c.received[:12]) for c in closed)[-10:]
         statuses = Counter(c.received[:12].decode(errors="replace") or "closed, nothing sent" for c in closed)
         assert set(statuses) <= {"closed, nothing sent", "HTTP/1.1 408", "HTTP/1.1 503"}, statuses
         assert all(c.received == b"" for c in closed if not c.slow)  # a silent one is just closed
@@ -275,7 +275,7 @@ async def test_serve_keeps_answering_through_a_socket_flood_and_logs_little(
 
     lines = server.log().splitlines()[log_before:]
     accept_errors = [line for line in lines if any(e in line for e in ACCEPT_ERRORS)]
-    per_connection = [line for line in lines if "bot.web.connections" in line]
+    per_connection = [line for line in lines if "bot.connections:" in line]
     assert len(accept_errors) <= 2, accept_errors
     assert not any("Traceback" in line for line in lines), lines
     assert len(per_connection) <= 4, per_connection  # one line a minute for each kind
@@ -297,5 +297,3 @@ async def test_serve_keeps_answering_through_a_socket_flood_and_logs_little(
         "idle_cpu_seconds_after": round(idle_cpu, 2),
     }.items():
         record_property(name, value)
-    print({"limit": limit, "held": holding, "peak_fds": peak_fds, "statuses": dict(statuses), "cpu": round(flood_cpu, 2),
-           "wall": round(flood_wall, 2), "log_lines": len(lines), "probe": {k: round(v[1], 2) for k, v in answers.items()}})  # fmt: skip
