@@ -58,14 +58,14 @@ def raise_open_files_limit() -> int:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
+    from bot.connections import Server
     from bot.web import server_config
 
     raise_open_files_limit()
     # Header, body and keep-alive timeouts and the concurrency limit: TIPLINE_SERVER__* (bot/web.py).
-    server = uvicorn.Server(server_config(settings))
+    server = Server(server_config(settings))
     try:
         server.run()
     except KeyboardInterrupt:

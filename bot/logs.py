@@ -57,8 +57,9 @@ class RedactingFilter(logging.Filter):
 
 
 # Loggers whose lines repeat per connection or per accept (out of file descriptors: "socket.accept()
-# out of system resource", once a second per socket): a flood of them fills the disk.
-_PER_CONNECTION = ("asyncio", "uvicorn.error")
+# out of system resource", once a second per socket; a slow client's connection closed): a flood of
+# them fills the disk.
+_PER_CONNECTION = ("asyncio", "uvicorn.error", "bot.connections")
 REPEAT_EVERY = 60.0
 
 

@@ -4,13 +4,10 @@ the uvicorn configuration it is served with.
 One lifespan owns every resource: the runtime (keys, database, engine, outbox worker, expiry
 sweeper) and the channels, started in that order and stopped in reverse.
 
-Slow and idle clients (security review F15). A reverse proxy should stand in front, but the server
-does not rely on it: a connection must send complete request headers within
-``TIPLINE_SERVER__HEADER_TIMEOUT_SECONDS`` (:class:`TimedH11Protocol`; uvicorn's own protocols
-have no such timeout), a body must arrive within ``…__BODY_TIMEOUT_SECONDS`` once the app reads
-it (:class:`BodyTimeout`, 408), an idle kept-alive connection closes after
-``…__KEEP_ALIVE_TIMEOUT_SECONDS``, and beyond ``…__CONCURRENCY_LIMIT`` open connections uvicorn
-answers 503. Bodies over 64 KB get 413 (:class:`BodyLimit`).
+Slow and idle clients (security review F15): a body must arrive within
+``TIPLINE_SERVER__BODY_TIMEOUT_SECONDS`` once the app reads it (:class:`BodyTimeout`, 408), bodies
+over 64 KB get 413 (:class:`BodyLimit`); the header, keep-alive and connection limits are the
+connection protocol's (``bot.connections``), configured by :func:`server_config`.
 """
 
 from __future__ import annotations
@@ -18,21 +15,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import resource
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bot.channels.registry import build_channels
+from bot.connections import ACCEPT_BATCH, concurrency_below_open_files, connections_log, timed_protocol
 from bot.channels.telegram.channel import TelegramSetupError
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -119,7 +114,7 @@ class BodyTimeout:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 timed_out = True
-                log.info("request body not received within %.1fs: answered 408", self.timeout)
+                connections_log.info("request body not received within %.1fs: answered 408", self.timeout)
                 if not started:
                     response = PlainTextResponse("request body timed out", status_code=408, headers={"connection": "close"})
                     await response(scope, _no_body, send)
@@ -145,95 +140,10 @@ class BodyTimeout:
             log.debug("handler raised after its request body timed out", exc_info=True)
 
 
-_REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 22\r\nconnection: close\r\n\r\nrequest header timeout"
-)
-
-
-class TimedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with deadlines on the client, which uvicorn lacks.
-
-    * Headers: from the moment a connection opens, and again whenever it waits for its next
-      request, the complete request headers must arrive within ``header_timeout`` seconds,
-      however slowly they trickle in; otherwise the connection is closed (with a 408 when part of
-      a request came). uvicorn's keep-alive timer still closes an idle kept-alive connection
-      sooner.
-    * Unread body: when the app has answered without reading the whole body (a 403 or 413 before
-      the body), the client gets ``body_timeout`` seconds to finish sending it before the
-      connection closes; uvicorn would otherwise wait for it as long as bytes keep coming.
-
-    A body the app does read is limited by :class:`BodyTimeout`. Use :func:`timed_protocol` to
-    get a class with the deadlines set (uvicorn builds the protocol from ``Config.http``)."""
-
-    header_timeout: float = 10.0
-    body_timeout: float = 10.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
-        self._deadline_kind: str | None = None  # "headers" or "unread body"
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._follow_client()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._follow_client()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._follow_client()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
-        super().connection_lost(exc)
-
-    def _follow_client(self) -> None:
-        """Arm, keep or cancel the deadline for what the connection now waits for."""
-        if self.transport is None or self.transport.is_closing():
-            self._cancel_deadline()
-            return
-        state = self.conn.their_state
-        if state is h11.IDLE:
-            self._ensure_deadline("headers", self.header_timeout)
-        elif state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete:
-            self._ensure_deadline("unread body", self.body_timeout)
-        else:  # a request is in the app's hands (BodyTimeout limits its body), or the connection ends
-            self._cancel_deadline()
-
-    def _ensure_deadline(self, kind: str, seconds: float) -> None:
-        if self._deadline_kind == kind:
-            return  # a deadline runs from when the wait began, never restarted by more bytes
-        self._cancel_deadline()
-        self._deadline_kind = kind
-        self._deadline = self.loop.call_later(seconds, self._deadline_passed)
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._deadline, self._deadline_kind = None, None
-
-    def _deadline_passed(self) -> None:
-        kind, self._deadline, self._deadline_kind = self._deadline_kind, None, None
-        if self.transport.is_closing():
-            return
-        if kind == "headers" and self.conn.trailing_data[0]:
-            # Part of a request came: tell a slow but honest client why (nothing was answered yet).
-            self.transport.write(_REQUEST_TIMEOUT)
-        log.info("closing a connection: %s not received in time", "request headers" if kind == "headers" else "the unread request body")
-        self.transport.close()
-
-
-def timed_protocol(header_timeout: float, body_timeout: float) -> type[TimedH11Protocol]:
-    """A :class:`TimedH11Protocol` subclass with these deadlines, for ``uvicorn.Config(http=...)``."""
-    return type("TimedH11Protocol", (TimedH11Protocol,), {"header_timeout": header_timeout, "body_timeout": body_timeout})
-
-
 def server_config(settings: Settings, app: ASGIApp | None = None, **overrides: Any) -> uvicorn.Config:
-    """How ``serve`` runs uvicorn: the app (``create_app(settings)`` unless given) with the
-    server limits of ``TIPLINE_SERVER__*``. ``overrides`` go to ``uvicorn.Config`` (tests)."""
+    """How ``serve`` runs uvicorn (with ``bot.connections.Server``): the app (``create_app(settings)`` unless
+    given) with the server limits of ``TIPLINE_SERVER__*``. ``overrides`` go to ``uvicorn.Config``
+    (tests)."""
     limits = settings.server
     options: dict[str, Any] = {
         "host": settings.host,
@@ -246,6 +156,7 @@ def server_config(settings: Settings, app: ASGIApp | None = None, **overrides: A
         "ws": "none",  # no WebSocket endpoint: an upgrade request is an ordinary request
         "timeout_keep_alive": limits.keep_alive_timeout_seconds,
         "limit_concurrency": concurrency_below_open_files(limits.concurrency_limit),
+        "backlog": ACCEPT_BATCH,  # the kernel's queue is LISTEN_BACKLOG (bot.connections.Server)
     }
     options.update(overrides)
     return uvicorn.Config(app if app is not None else create_app(settings), **options)
@@ -262,16 +173,6 @@ class _QuietRefusals(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         return not (text.startswith("Traceback") and any(f"{t.__module__}.{t.__name__}: " in text for t in STARTUP_REFUSALS))
-
-
-def concurrency_below_open_files(configured: int, reserve: int = 64) -> int:
-    """Connections beyond which ``serve`` answers 503, kept below the open-files limit (less what
-    the database, the providers' connections and the logs need), so it always has a descriptor
-    left to answer with."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return configured
-    return max(1, min(configured, soft - reserve))
 
 
 def create_app(settings: Settings) -> Starlette:

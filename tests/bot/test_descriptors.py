@@ -43,25 +43,27 @@ def test_an_accept_flood_is_one_line_a_minute() -> None:
     clock, out = Clock(), io.StringIO()
     handler = logging.StreamHandler(out)  # as setup_logging builds it, with a clock of ours
     handler.addFilter(OncePerMinute(clock=clock))
-    flood, own = logging.getLogger("asyncio"), logging.getLogger("bot.engine")
-    for logger in (flood, own):
+    flood, own, slow = logging.getLogger("asyncio"), logging.getLogger("bot.engine"), logging.getLogger("bot.connections")
+    for logger in (flood, own, slow):
         logger.addHandler(handler)
     try:
         for _ in range(5000):  # EMFILE: asyncio retries accept every second, uvicorn logs per connection
             flood.error("socket.accept() out of system resource")
+            slow.warning("%d connections open (the limit): closed the one waiting longest for its request", 100)  # per connection
             clock.now += 0.01
         own.warning("own line %d", 1)
         own.warning("own line %d", 1)  # Tipline's own lines are not held back
         clock.now += 61
         flood.error("socket.accept() out of system resource")
     finally:
-        for logger in (flood, own):
+        for logger in (flood, own, slow):
             logger.removeHandler(handler)
     lines = out.getvalue().splitlines()
     accept = [line for line in lines if "socket.accept()" in line]
     assert len(accept) == 2, len(accept)
     assert "4999 more like it in the last minute not logged" in accept[1]
     assert sum("own line 1" in line for line in lines) == 2
+    assert sum("closed the one waiting longest" in line for line in lines) == 1
 
 
 def test_setup_logging_installs_the_throttle() -> None:

@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from bot.settings import Settings
+from bot.connections import Server
 from bot.web import MAX_BODY_BYTES, server_config
 from storage.crypto import KeyRing
 
@@ -89,7 +90,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served]
             server=limits,
         )
         config = server_config(settings, port=0, timeout_graceful_shutdown=1, log_level="warning")
-        instance = uvicorn.Server(config)
+        instance = Server(config)
         instance.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
         task = asyncio.create_task(instance.serve())
         running.append((instance, task))
@@ -227,21 +228,49 @@ async def test_a_body_left_unread_after_an_early_answer_cannot_hold_the_connecti
     assert seconds <= TIMEOUT + SLACK
 
 
-async def test_beyond_the_concurrency_limit_the_server_answers_503(serve) -> None:
-    served = await serve(concurrency_limit=5)
-    held = [await served.connect() for _ in range(4)]
-    for _, writer in held:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: tips")  # incomplete: these occupy the server
-    await asyncio.sleep(0.1)
+async def test_at_the_connection_limit_a_new_connection_takes_the_place_of_the_longest_waiting(serve) -> None:
+    """A flood of idle connections cannot keep a request out, nor use up the descriptors: at the
+    limit the connection that has waited longest for its request headers is closed."""
+    served = await serve(concurrency_limit=5, header_timeout_seconds=5.0)
+    waiting = []
+    for _ in range(4):
+        reader, writer = await served.connect()
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: tips")  # incomplete: these wait for their headers
+        waiting.append((reader, writer))
+        await asyncio.sleep(0.05)  # the server takes them in this order
+
+    assert status(await served.request(get())) == 200  # the fifth connection: served at once
+    seconds, data = await until_closed(waiting[0][0], time.monotonic(), limit=2)
+    assert seconds < 1 and status(data) == 503  # the longest waiting gave its place, told why
+    for reader, _ in waiting[1:]:
+        assert not reader.at_eof()  # the others still wait for their headers
+    reader, writer = await served.connect()  # a silent one: the places are all taken again
+    waiting.append((reader, writer))
+    await asyncio.sleep(0.05)
+    assert status(await served.request(get())) == 200  # and the next request takes the second's place
+    seconds, data = await until_closed(waiting[1][0], time.monotonic(), limit=2)
+    assert seconds < 1 and status(data) == 503
+    assert not reader.at_eof()  # not the newest's
+    for _, writer in waiting:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_when_every_place_is_busy_with_a_request_the_server_answers_503(serve) -> None:
+    served = await serve(concurrency_limit=5, header_timeout_seconds=5.0, body_timeout_seconds=5.0)
+    busy = [await served.connect() for _ in range(4)]
+    for _, writer in busy:
+        writer.write(post_head(len(FORM)) + FORM[:10])  # the webhook reads these bodies: requests in progress
+    await asyncio.sleep(0.2)
 
     answer = await served.request(get())
     assert status(answer) == 503 and answer.endswith(b"Service Unavailable")
-
-    # The header timeout frees the places; the next request is served.
-    await asyncio.gather(*(until_closed(r, time.monotonic()) for r, _ in held))
-    for _, writer in held:
+    for reader, writer in busy:
+        assert not reader.at_eof()  # a request in progress never gives its place
         writer.close()
-    assert status(await served.request(get())) == 200
+        await writer.wait_closed()
+    await asyncio.sleep(0.1)
+    assert status(await served.request(get())) == 200  # places free again: served
 
 
 def test_settings_name_the_server_limits_and_have_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -170,7 +170,7 @@ def owns_port(pid: int, port: int) -> bool:
 class ServeProcess:
     """``python main.py serve`` in a subprocess; stderr goes to a file the test can read."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path, preexec_fn: Callable[[], None] | None = None) -> None:
         self.env = env
         self.port = int(env["TIPLINE_PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -178,14 +178,17 @@ class ServeProcess:
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
         # cwd outside the repository: no developer .env is read.
         self.process = subprocess.Popen(
-            [sys.executable, str(MAIN), "serve"], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=self._log
+            [sys.executable, str(MAIN), "serve"], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=self._log, preexec_fn=preexec_fn
         )
 
     @classmethod
-    def start(cls, environment: Callable[[int], dict[str, str]], log_path: Path, cwd: Path, attempts: int = 3) -> ServeProcess:
-        """Start on a free port and wait for /healthz; on another port if this one was taken."""
+    def start(
+        cls, environment: Callable[[int], dict[str, str]], log_path: Path, cwd: Path, attempts: int = 3, preexec_fn: Callable[[], None] | None = None
+    ) -> ServeProcess:
+        """Start on a free port and wait for /healthz; on another port if this one was taken.
+        ``preexec_fn`` runs in the child before ``serve`` (e.g. to lower its open-files limit)."""
         for _ in range(attempts):
-            server = cls(environment(free_port()), log_path, cwd)
+            server = cls(environment(free_port()), log_path, cwd, preexec_fn)
             if server.wait_healthy():
                 return server
         raise AssertionError(f"serve did not start on {attempts} ports:\n{server.log()[-2000:]}")
