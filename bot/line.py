@@ -41,7 +41,7 @@ def missing(settings: Settings) -> str | None:
         )
     if has_keys:
         where = "TIPLINE_KEYRING is set" if settings.keyring is not None else f"the key ring {keys} is there"
-        return f"no database at {database} ({where}): is the data volume mounted? ({NEW_LINE} with this key ring)"
+        return f"no database at {database} ({where}): is the data volume mounted? (to start a new, empty line with this key ring run: python main.py init)"
     return f"no key ring ({keys}) and no database ({database}): is the data volume mounted? ({NEW_LINE})"
 
 
