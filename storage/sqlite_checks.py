@@ -2,7 +2,8 @@
 that says what is wrong and what to do (never a traceback, never a new empty database in place of
 one that is missing, empty or damaged).
 
-* ``refuse_unusable_file``: no file (is the volume mounted?), a 0-byte file, a file that cannot be read;
+* ``refuse_unusable_file``: no file (is the volume mounted?), a 0-byte file, a file that cannot be
+  read, or whose mode says its owner may not read or write it;
 * ``quick_check``: ``PRAGMA quick_check`` must say "ok" (a damaged file is refused, not served);
 * ``unusable``: SQLite's own errors ("file is not a database", "attempt to write a readonly
   database", …) as a ``StorageError`` naming the file and the remedy;
@@ -38,6 +39,12 @@ def refuse_unusable_file(path: Path, *, create: bool) -> bool:
         raise StorageError(f"the database {path} cannot be reached ({exc.strerror}): check the data directory's owner and mode") from None
     if not path.is_file():
         raise StorageError(f"{path} is not a database file")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o600 != 0o600:
+        # Tipline makes it 0600. A file its owner may not write would be written anyway as root
+        # (which ignores permissions) and refused elsewhere: refused the same way everywhere.
+        why = "its owner may not read it" if not mode & 0o400 else "its owner may not write it"
+        raise StorageError(f"the database {path} has mode {mode:03o} ({why}): make it 0600 (chmod 600 {path})")
     if size == 0:
         # SQLite would take a 0-byte file for a new, empty database: a truncated copy, a failed
         # restore or an unmounted volume's stub would silently become a new line.
