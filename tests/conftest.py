@@ -22,7 +22,7 @@ from bot.rate_limit import RateLimiter  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from handlers.turn import ConversationConfig  # noqa: E402
 from storage.crypto import Cipher, KeyRing  # noqa: E402
-from storage.sqlite import SqliteStore  # noqa: E402
+from storage.sqlite import DB_FILENAME, SqliteStore  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.postgres_server import PostgresServer
@@ -111,7 +111,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         if isinstance(server, dict):
             server.setdefault("health_token", HEALTH_TOKEN)  # tests read /healthz/detail with it
         settings = Settings(_env_file=None, **values)
-        if init and not settings.database:
+        # A database already there (the ``store`` fixture's, whose key ring is in memory) is left as it is.
+        if init and not settings.database and not (settings.data_dir / DB_FILENAME).exists():
             set_up_line(settings)
         return settings
 
