@@ -1,7 +1,8 @@
 # Tipline in a container: SQLite in the /data volume, serve as the command, run as a non-root user.
 #   docker build -t tipline .
-#   docker run --rm -v tipline-data:/data tipline keygen          # once: the key ring (back it up apart)
+#   docker run --rm -v tipline-data:/data tipline init            # once: key ring + database (back the key up apart)
 #   docker run -d -p 8080:8080 -v tipline-data:/data --env-file tipline.env tipline
+# serve never makes a line: on an empty /data (a volume that did not mount) it stops in one line.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PTB_TIMEDELTA=1 \

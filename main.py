@@ -2,7 +2,8 @@
 
     python main.py chat            talk to the bot in this terminal (stdin → replies on stdout)
     python main.py serve           web server: webhooks, channels, outbox worker
-    python main.py keygen          create the key ring (``--rotate`` to rotate and re-encrypt)
+    python main.py init            set up a new line: the key ring and the empty database (once)
+    python main.py keygen          the same as init when there is no key file (``--rotate`` to rotate and re-encrypt)
     python main.py flow            print the conversation as a Mermaid diagram
     python main.py tips …          list / show / export tips (see ``tips --help``)
     python main.py purge           apply the retention rules now
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="run the web server, channels and outbox worker")
     commands.add_parser("chat", help="talk to the bot in this terminal (works piped; ends at end of input)")
-    keygen = commands.add_parser("keygen", help="create the key ring file (0600)")
+    commands.add_parser("init", help="set up a new line: the key ring file (0600) and the empty database; refused on one set up")
+    keygen = commands.add_parser("keygen", help="create the key ring file (0600) and the database with it, like init")
     keygen.add_argument("--rotate", action="store_true", help="add a new active key and re-encrypt all data")
     commands.add_parser("flow", help="print the conversation flow as a Mermaid diagram")
     backup = commands.add_parser("backup", help="an online, consistent copy of the SQLite database (0600), while serve runs")
@@ -71,6 +73,10 @@ def run(argv: list[str]) -> int:
         from bot.cli import serve
 
         return serve(settings)
+    if args.command == "init":
+        from bot.cli import init
+
+        return asyncio.run(init(settings))
     if args.command == "keygen":
         from bot.cli import keygen
 

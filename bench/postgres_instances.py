@@ -132,6 +132,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     ports.append(port)
                     logs.append(open(tmp / f"serve-{count}-{n}.log", "w"))  # noqa: SIM115 - closed below
                     env = serve_env(tmp / f"data-{count}-{n}", port, url, keys)
+                    if n == 0:  # the schema, made once by init: serve makes no line
+                        subprocess.run([sys.executable, "main.py", "init"], cwd=ROOT, env=env, capture_output=True, check=True)
                     instances.append(subprocess.Popen([sys.executable, "main.py", "serve"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs[-1]))
                     wait_ready(f"http://127.0.0.1:{port}", instances[-1], PATH)
                 front, front_url = dispatcher([f"http://127.0.0.1:{p}" for p in ports])

@@ -313,6 +313,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "TIPLINE_TWILIO__FROM_NUMBER": FROM_NUMBER,
         "TIPLINE_TWILIO__API_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: never used
     }
+    subprocess.run([sys.executable, "main.py", "init"], cwd=ROOT, env=env, capture_output=True, check=True)  # serve makes no line
     stderr = open(tmp / "serve.stderr", "w")  # noqa: SIM115 - closed in finally
     ours = subprocess.Popen([sys.executable, "main.py", "serve"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(bare_port)], cwd=ROOT, stderr=subprocess.DEVNULL)

@@ -151,6 +151,7 @@ async def main_async(args: argparse.Namespace) -> int:
     log = open(tmp / "serve.log", "w")  # noqa: SIM115 - closed below
     try:
         wait_listening(f"http://127.0.0.1:{fake_port}", fake)
+        subprocess.run([sys.executable, "main.py", "init"], cwd=ROOT, env=env, capture_output=True, check=True)  # serve makes no line
         ours = subprocess.Popen([sys.executable, "main.py", "serve"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             wait_listening(f"http://127.0.0.1:{ours_port}", ours)

@@ -18,7 +18,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from bot.runtime import load_or_create_keyring
+from bot.line import load_keyring
 from bot.settings import Settings
 from storage.crypto import Cipher, KeyRingError
 from storage.data_dir import DataDirLock
@@ -73,7 +73,7 @@ def restore(settings: Settings, source: Path) -> str:
     data_dir = Path(settings.data_dir)
     if not source.is_file():
         raise StorageError(f"no backup file at {source}")
-    cipher = Cipher(load_or_create_keyring(settings, allow_create=False))
+    cipher = Cipher(load_keyring(settings))
     with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as backup_db:
         _checked(backup_db, str(source))
         try:

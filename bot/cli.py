@@ -1,4 +1,4 @@
-"""The command-line commands behind ``main.py`` (chat, serve, keygen, tips, purge; ``outbox`` is in
+"""The command-line commands behind ``main.py`` (chat, serve, init, keygen, tips, purge; ``outbox`` is in
 ``bot.cli_outbox``)."""
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bot.runtime import Runtime, load_or_create_keyring
+from bot.line import init as init_line
+from bot.line import load_keyring
+from bot.runtime import Runtime
 from bot.settings import Settings
 from storage.crypto import Cipher, KeyRing
 from storage.data_dir import DataDirBusy, DataDirLock, OneProcess
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 async def chat(settings: Settings) -> int:
     from bot.channels.console import ConsoleChannel
 
-    runtime = await Runtime.open(settings, role="chat")
+    runtime = await Runtime.open(settings, role="chat", create=True)  # a local try-out may start a line
     try:
         console = ConsoleChannel(runtime.engine, runtime.cipher)
         runtime.tipster_sink.register("console", console)
@@ -73,17 +75,23 @@ def serve(settings: Settings) -> int:
     return 0 if server.started else STARTUP_FAILURE
 
 
+async def init(settings: Settings) -> int:
+    """``init``: set up a new line (the key ring and the empty database); refused on one that is set up."""
+    for line in await init_line(settings):
+        print(line)
+    return 0
+
+
 async def keygen(settings: Settings, *, rotate: bool) -> int:
     path = settings.resolved_keys_file
     if settings.keyring is not None:
         print("tipline: TIPLINE_KEYRING is set; keygen works on key files (unset it to use one)", file=sys.stderr)
         return 2
     if not rotate:
-        if path.exists():
-            print(f"tipline: {path} already exists; use --rotate to rotate keys", file=sys.stderr)
-            return 2
-        KeyRing.generate().save(path)
-        print(f"key ring written to {path} (mode 0600). Back it up apart from the database.")
+        # A new key ring is a new line: the database is made with it (as init does), so serve
+        # finds both and a lone key file never waits for a serve to make a database beside it.
+        for line in await init_line(settings, new_keys_only=True):
+            print(line)
         return 0
     try:
         lock = DataDirLock(settings.data_dir, exclusive=True)  # no serve or chat writes meanwhile
@@ -168,7 +176,7 @@ async def _audited(store: Store, action: str, tips: list[Tip]) -> None:
 
 
 async def run_tip_command(settings: Settings, args: argparse.Namespace) -> int:
-    cipher = Cipher(load_or_create_keyring(settings, allow_create=False))
+    cipher = Cipher(load_keyring(settings))
     store = await open_store(Path(settings.data_dir), cipher, settings.database)
     try:
         if args.command == "purge":

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.runtime import load_or_create_keyring
+from bot.line import load_keyring
 from bot.settings import Settings
 from storage.crypto import Cipher
 from storage.records import OutboxEntry, OutboxStatus
@@ -95,7 +95,7 @@ def listing_lines(entries: list[OutboxEntry], now: float) -> list[str]:
 
 
 async def run_outbox_command(settings: Settings, args: argparse.Namespace) -> int:
-    cipher = Cipher(load_or_create_keyring(settings, allow_create=False))
+    cipher = Cipher(load_keyring(settings))
     store = await open_store(Path(settings.data_dir), cipher, settings.database)
     try:
         now = time.time()

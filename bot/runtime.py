@@ -1,7 +1,7 @@
 """Everything a running Tipline owns, opened in order and closed in reverse.
 
 ``Runtime.open`` is used by ``chat`` and by the web app's lifespan: key ring → database → engine →
-outbox worker → channels. Settings are parsed once (``main.py``) and passed in.
+outbox worker → channels. It opens an existing line (``bot.line``; ``chat`` alone may make one). Settings are parsed once (``main.py``) and passed in.
 """
 
 from __future__ import annotations
@@ -25,39 +25,17 @@ from bot.settings import Settings
 from bot.tipster_delivery import TipsterSink
 from handlers.flow import FlowError, validate_flow
 from handlers.turn import ConversationConfig
-from storage.crypto import Cipher, KeyRing, KeyRingError
+from bot.line import load_keyring, missing
+from storage.crypto import Cipher
 from storage.data_dir import DataDirLock, OneProcess
 from storage.backends import open_store
 from storage.interfaces import Store
+from storage.opening import StorageError
 from storage.sqlite import DB_FILENAME
+from storage.sqlite_checks import note_unclean_stop
 
 log = logging.getLogger(__name__)
 SUMMARY_EVERY = 300.0  # seconds between two "messages handled" lines
-
-
-def load_or_create_keyring(settings: Settings, *, allow_create: bool) -> KeyRing:
-    """The key ring from ``TIPLINE_KEYRING`` or its file. On a first local run (no key file and no database yet) a new
-    one is generated with a warning; with existing data and no key file, refuse: new keys would
-    make the data unreadable."""
-    if settings.keyring is not None:
-        return KeyRing.from_json(settings.keyring.get_secret_value())
-    path = settings.resolved_keys_file
-    if path.exists():
-        return KeyRing.load(path)
-    if not allow_create:
-        raise KeyRingError(f"key ring file {path} does not exist (run: python main.py keygen)")
-    if (settings.data_dir / DB_FILENAME).exists():
-        raise KeyRingError(
-            f"key ring file {path} is missing but {settings.data_dir / DB_FILENAME} exists; "
-            "restore the key file (without it the data cannot be read)"
-        )
-    ring = KeyRing.generate()
-    try:
-        ring.save(path, replace=False)
-    except FileExistsError:
-        return KeyRing.load(path)  # another instance on this data directory made it a moment ago
-    log.warning("created a new key ring at %s; keep it safe and back it up apart from the database", path)
-    return ring
 
 
 def conversation_config(settings: Settings, sinks: tuple[str, ...]) -> ConversationConfig:
@@ -91,12 +69,18 @@ class Runtime:
     alone: OneProcess | None = None  # SQLite: no second serve, chat or purge on this data dir
 
     @classmethod
-    async def open(cls, settings: Settings, *, allow_create_keys: bool = True, role: str = "serve") -> Runtime:
+    async def open(cls, settings: Settings, *, role: str = "serve", create: bool = False) -> Runtime:
+        """``create``: make the key ring and the database if there are none (``chat`` only, a local
+        try-out). Otherwise a line that is not all there stops the start, before anything is
+        written (``bot.line``): ``serve`` never starts a new, empty line on its own."""
         catalogues = Catalogues.load()
         problems = catalogues.problems()
         if problems:
             raise FlowError("message catalogues are incomplete: " + "; ".join(problems[:5]))
         validate_flow(known_keys=catalogues.keys())
+        problem = None if create else missing(settings)
+        if problem is not None:
+            raise StorageError(problem)
         lock = DataDirLock(Path(settings.data_dir), exclusive=False)  # also makes the directory 0700 first
         try:
             alone = None if settings.database else OneProcess(Path(settings.data_dir), role)
@@ -104,8 +88,10 @@ class Runtime:
             lock.release()
             raise
         try:
-            cipher = Cipher(load_or_create_keyring(settings, allow_create=allow_create_keys))
-            store = await open_store(Path(settings.data_dir), cipher, settings.database)
+            if alone is not None:
+                note_unclean_stop(Path(settings.data_dir) / DB_FILENAME, alone.previous)
+            cipher = Cipher(load_keyring(settings, create=create))
+            store = await open_store(Path(settings.data_dir), cipher, settings.database, create=create)
             try:
                 await upkeep(store, cipher, settings.pseudonym_epoch_hours, time.time())
             except BaseException:

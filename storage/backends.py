@@ -17,11 +17,13 @@ def is_postgres(database_url: str | None) -> bool:
     return bool(database_url) and database_url.startswith(POSTGRES_SCHEMES)
 
 
-async def open_store(data_dir: Path, cipher: Cipher, database_url: str | None = None) -> Store:
+async def open_store(data_dir: Path, cipher: Cipher, database_url: str | None = None, *, create: bool = False, new: bool = False) -> Store:
+    """The line's database, which must exist and be bound to ``cipher``'s key ring: a missing one is
+    refused, never made (``create``: ``chat``'s first local run; ``new``: ``init``)."""
     if not database_url:
-        return await SqliteStore.open(data_dir, cipher)
+        return await SqliteStore.open(data_dir, cipher, create=create, new=new)
     if not is_postgres(database_url):
         raise StorageError("TIPLINE_DATABASE_URL must start with postgresql:// (unset it to use SQLite in TIPLINE_DATA_DIR)")
     from storage.postgres import PostgresStore  # asyncpg is loaded only by deployments that use it
 
-    return await PostgresStore.open(database_url, cipher)
+    return await PostgresStore.open(database_url, cipher, create=create, new=new)

@@ -26,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ENVELOPE_VERSION = 1
 KEYRING_FORMAT = "tipline-keyring/1"
+log = logging.getLogger(__name__)
 _NONCE_BYTES = 12
 _AAD_PREFIX = b"tipline/v1"
 
@@ -131,13 +133,28 @@ class KeyRing:
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:
+        """The key ring in ``path``. Refused: a file that cannot be read, is not a key ring, that
+        its owner may not read (it works only where permissions are ignored, as root, and breaks
+        on the next machine), or that others may write (the keys could be swapped). Readable by
+        others is logged (the keys may have leaked) but used: secret mounts are often 0444."""
         try:
+            mode = path.stat().st_mode & 0o777
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
-            raise KeyRingError(f"key ring file {path} does not exist (run: python main.py keygen)") from exc
+            raise KeyRingError(f"key ring file {path} does not exist (for a new line run: python main.py init)") from exc
+        except UnicodeDecodeError:
+            raise KeyRingError(f"key ring file {path} is not a key ring (not text): restore it from its backup") from None
         except OSError as exc:
-            raise KeyRingError(f"key ring file {path} cannot be read: {exc.strerror}") from exc
-        return cls.from_json(text)
+            raise KeyRingError(f"key ring file {path} cannot be read ({exc.strerror}): check its owner and mode (0600)") from exc
+        if not mode & 0o400 or mode & 0o022:
+            why = "its owner may not read it" if not mode & 0o400 else "others may write it"
+            raise KeyRingError(f"key ring file {path} has mode {mode:03o} ({why}): make it 0600 (chmod 600 {path})")
+        if mode & 0o044:
+            log.error("key ring file %s is readable by others (mode %03o): make it 0600, and treat its keys as seen", path, mode)
+        try:
+            return cls.from_json(text)
+        except KeyRingError as exc:
+            raise KeyRingError(f"key ring file {path} is unusable ({exc}): restore it from its backup") from None
 
     def save(self, path: Path, *, replace: bool = True) -> None:
         """Write atomically, readable by the owner only (0600) from the first byte. With

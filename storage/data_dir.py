@@ -20,6 +20,8 @@ import stat
 import time
 from pathlib import Path
 
+from storage.opening import StorageError
+
 log = logging.getLogger(__name__)
 
 LOCK_FILENAME = "tipline.lock"
@@ -32,18 +34,31 @@ class DataDirBusy(Exception):
 def private_dir(path: Path) -> Path:
     """Create ``path`` readable by its owner only (0700) before anything is written in it; an
     existing directory open to others is closed to them."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        os.chmod(path, 0o700)
-        log.warning("data directory %s was readable by others (mode %o); it is now 0700", path, mode)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o700)
+            log.warning("data directory %s was readable by others (mode %o); it is now 0700", path, mode)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     return path
+
+
+def unwritable(path: Path, exc: OSError) -> StorageError:
+    return StorageError(
+        f"the data directory {path} cannot be written ({exc.strerror}): check its owner and mode, "
+        "and that the volume is mounted read-write"
+    )
 
 
 class DataDirLock:
     def __init__(self, data_dir: Path, *, exclusive: bool, purpose: str = "rotating keys") -> None:
         private_dir(data_dir)
-        self._file = open(data_dir / LOCK_FILENAME, "a")  # noqa: SIM115 - held for the process's run
+        try:
+            self._file = open(data_dir / LOCK_FILENAME, "a")  # noqa: SIM115 - held for the process's run
+        except OSError as exc:
+            raise unwritable(data_dir, exc) from None
         try:
             fcntl.flock(self._file, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,7 +85,10 @@ class OneProcess:
     def __init__(self, data_dir: Path, role: str) -> None:
         private_dir(data_dir)
         path = data_dir / RUNNING_FILENAME
-        self._file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's run
+        try:
+            self._file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process's run
+        except OSError as exc:
+            raise unwritable(data_dir, exc) from None
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,6 +100,10 @@ class OneProcess:
                 "(stop it first, or use PostgreSQL, TIPLINE_DATABASE_URL, for several instances)"
             ) from None
         os.chmod(path, 0o600)
+        self._file.seek(0)
+        # Emptied by release(): a line still here was left by a process that did not stop cleanly
+        # (killed, or the machine lost power). storage.sqlite_checks.note_unclean_stop reads it.
+        self.previous = self._file.read().strip()
         self._file.seek(0)
         self._file.truncate()
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

@@ -5,6 +5,7 @@ re-encrypting every value after a key rotation. All through ``storage.sql.Db``."
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,17 +87,30 @@ class SqlRepositories:
 INTEGRITY_VERSION = "1"  # meta 'integrity': rows sealed, outbox bound to sinks, audit chain keyed
 
 
-async def prepare(db: Db, cipher: Cipher) -> None:
-    """At open, inside one transaction: bind the database to its key ring, then seal it for
-    integrity if it never was."""
-    await check_key(db, cipher)
+async def prepare(db: Db, cipher: Cipher, *, bind: bool = True) -> None:
+    """At open, inside one transaction: bind the database to its key ring (only with ``bind``:
+    otherwise an unbound one is refused), seal it for integrity if it never was, and write one
+    row, so a database this process cannot write (a read-only file, directory, volume or server)
+    stops the start instead of answering every message with an error."""
+    await check_key(db, cipher, bind=bind)
     await seal_for_integrity(db, cipher)
+    await db.run(
+        "INSERT INTO meta (name, value) VALUES ('opened_at', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (f"{time.time():.0f}",),
+    )
 
 
-async def check_key(db: Db, cipher: Cipher) -> None:
+async def check_key(db: Db, cipher: Cipher, *, bind: bool = True) -> None:
     """Bind the database to its key ring on first use; refuse a key ring that is not its own."""
     row = await db.one("SELECT value FROM meta WHERE name = 'key_fingerprint'")
     if row is None:
+        if not bind:
+            # Only init (or a local chat) makes a line; a database never bound to a key ring is
+            # an init that did not finish, not one to adopt with whatever keys are at hand.
+            raise StorageError(
+                "the database was never bound to a key ring (an init that did not finish?): "
+                "if it is a new line, remove it (SQLite: the file; PostgreSQL: the schema) and run: python main.py init"
+            )
         await db.run("INSERT INTO meta (name, value) VALUES ('key_fingerprint', ?)", (cipher.fingerprint(),))
     elif row[0] != cipher.fingerprint():
         raise KeyRingError(

@@ -232,7 +232,11 @@ class PostgresStore:
         self.pictures = read.pictures
 
     @classmethod
-    async def open(cls, url: str, cipher: Cipher, *, pool_size: int = POOL_SIZE) -> PostgresStore:
+    async def open(cls, url: str, cipher: Cipher, *, pool_size: int = POOL_SIZE, create: bool = True, new: bool = False) -> PostgresStore:
+        """``create``: make the schema when there is none and bind it to ``cipher``'s key ring
+        (``init``, tests); without it a database with no Tipline schema, or one never bound, is
+        refused (``open_store``'s default: ``serve`` never starts a new line). ``new``: the
+        database must not be set up yet (``init``)."""
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_size, timeout=10, server_settings={"application_name": "tipline"}
@@ -244,12 +248,16 @@ class PostgresStore:
             async with pool.acquire() as conn:
                 await conn.execute("SELECT pg_advisory_lock($1)", lock_id(_MIGRATION_LOCK))
                 try:
+                    await _refuse_unless_expected(conn, create=create, new=new)
                     await _migrate(conn)
                     async with conn.transaction():
-                        await prepare(PgDb(conn), cipher)
+                        await prepare(PgDb(conn), cipher, bind=create or new)  # also a write: a read-only server stops here
                     await load_latest_peppers(PgDb(conn), cipher)
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock($1)", lock_id(_MIGRATION_LOCK))
+        except asyncpg.PostgresError as exc:
+            await pool.close()
+            raise StorageError(f"PostgreSQL at TIPLINE_DATABASE_URL refused the start ({type(exc).__name__}: {_safe(exc)})") from None
         except BaseException:
             await pool.close()
             raise
@@ -326,6 +334,38 @@ class PostgresStore:
             await conn.close()
         self._held.clear()
         await self._pool.close()
+
+
+async def _set_up(conn: asyncpg.Connection) -> tuple[int, bool]:
+    """The schema version (0: never created) and whether the database is bound to a key ring."""
+    if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+        return 0, False
+    version = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+    bound = version > 0 and await conn.fetchval("SELECT count(*) FROM meta WHERE name = 'key_fingerprint'") > 0
+    return version, bool(bound)
+
+
+async def _refuse_unless_expected(conn: asyncpg.Connection, *, create: bool, new: bool) -> None:
+    version, bound = await _set_up(conn)
+    if new and bound:
+        raise StorageError("the PostgreSQL database at TIPLINE_DATABASE_URL is already set up (init makes a new line only)")
+    if not (create or new) and version == 0:
+        raise StorageError(
+            "the PostgreSQL database at TIPLINE_DATABASE_URL has no Tipline schema: is it the right database? "
+            "(for a new line run: python main.py init)"
+        )
+
+
+async def is_set_up(url: str) -> bool:
+    """Whether the database at ``url`` is a line already (init refuses before it makes anything)."""
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StorageError(f"PostgreSQL at TIPLINE_DATABASE_URL cannot be reached ({type(exc).__name__}: {_safe(exc)})") from None
+    try:
+        return (await _set_up(conn))[1]
+    finally:
+        await conn.close()
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:

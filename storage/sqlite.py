@@ -22,6 +22,7 @@ import aiosqlite
 from storage.crypto import Cipher
 from storage.opening import ENCRYPTED_COLUMNS, SqlRepositories, StorageError, prepare, reencrypt_all
 from storage.senders import load_latest_peppers
+from storage.sqlite_checks import quick_check, refuse_unusable_file, unusable
 from storage.sql import DirectSqliteDb, SqliteDb
 
 __all__ = ["DB_FILENAME", "ENCRYPTED_COLUMNS", "MIGRATIONS", "SqliteStore", "StorageError"]
@@ -211,23 +212,34 @@ class SqliteStore:
         self.pictures = self._read.pictures
 
     @classmethod
-    async def open(cls, data_dir: Path, cipher: Cipher) -> SqliteStore:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    async def open(cls, data_dir: Path, cipher: Cipher, *, create: bool = True, new: bool = False) -> SqliteStore:
+        """Open (checked: ``storage.sqlite_checks``) and migrate the database in ``data_dir``.
+        ``create``: make it when there is none, and bind it to ``cipher``'s key ring (``chat``,
+        ``init``, tests); without it a missing or unbound database is refused (``open_store``'s
+        default, so ``serve`` never starts a new line). ``new``: there must be none (``init``)."""
         path = data_dir / DB_FILENAME
-        if not path.exists():
-            path.touch(mode=0o600)  # the WAL and shm files inherit these permissions
-        # check_same_thread=False: statements also run on the loop thread (see __init__), never at once.
-        writer = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+        if new and path.exists():
+            raise StorageError(f"{path} already exists: this data directory is set up (init makes a new line only)")
+        try:
+            if refuse_unusable_file(path, create=create or new):
+                data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path.touch(mode=0o600)  # the WAL and shm files inherit these permissions
+            # check_same_thread=False: statements also run on the loop thread (see __init__), never at once.
+            writer = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise unusable(path, exc) from None
         try:
             # journal_size_limit: a WAL reset by a checkpoint is cut to nothing, not left holding
             # earlier versions of pages (an erased draft) until they happen to be overwritten.
             pragmas = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "foreign_keys=ON", "busy_timeout=5000", "journal_size_limit=0")
             for pragma in pragmas:
                 await writer.execute(f"PRAGMA {pragma}")
+            await quick_check(writer, path)
             await _migrate(writer)
             await writer.execute("BEGIN IMMEDIATE")
             try:
-                await prepare(SqliteDb(writer), cipher)
+                # prepare also writes a row: a file SQLite opened read-only fails here, at start-up.
+                await prepare(SqliteDb(writer), cipher, bind=create or new)
                 # One process per data directory: a lease left by a process that died is void.
                 await writer.execute("UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
             except BaseException:
@@ -238,6 +250,9 @@ class SqliteStore:
             reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
             await reader.execute("PRAGMA busy_timeout=0")  # a busy read waits in DirectSqliteDb, not in SQLite
             await reader.execute("PRAGMA query_only=ON")
+        except (sqlite3.Error, OSError) as exc:
+            await writer.close()
+            raise unusable(path, exc) from None
         except BaseException:
             await writer.close()
             raise

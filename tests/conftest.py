@@ -3,9 +3,11 @@ controllable clock, and settings built from a dict (never from the developer's e
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,7 @@ from bot.rate_limit import RateLimiter  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from handlers.turn import ConversationConfig  # noqa: E402
 from storage.crypto import Cipher, KeyRing  # noqa: E402
-from storage.sqlite import SqliteStore  # noqa: E402
+from storage.sqlite import DB_FILENAME, SqliteStore  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.postgres_server import PostgresServer
@@ -86,16 +88,33 @@ def engine(store: SqliteStore, cipher: Cipher, catalogues: Catalogues, clock: Cl
     return Engine(store, cipher, catalogues, ConversationConfig(), clock=clock, monotonic=clock, rate_limiter=RateLimiter(burst=10_000))
 
 
+def set_up_line(settings: Settings) -> None:
+    """``python main.py init`` for these settings (the key ring and the database), from sync or
+    async code alike: its own event loop, in a thread. Nothing when the line is already there."""
+    from bot.line import init, missing
+
+    if missing(settings) is None:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, init(settings)).result()
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings from keyword overrides, data in the test's temporary directory."""
+    """Settings from keyword overrides, data in the test's temporary directory, with a line set up
+    in it as ``python main.py init`` makes one (``serve`` never makes one itself); ``init=False``
+    leaves the data directory as it is."""
 
-    def build(**values: object) -> Settings:
+    def build(*, init: bool = True, **values: object) -> Settings:
         values.setdefault("data_dir", tmp_path / "data")
         server = values.setdefault("server", {})
         if isinstance(server, dict):
             server.setdefault("health_token", HEALTH_TOKEN)  # tests read /healthz/detail with it
-        return Settings(_env_file=None, **values)
+        settings = Settings(_env_file=None, **values)
+        # A database already there (the ``store`` fixture's, whose key ring is in memory) is left as it is.
+        if init and not settings.database and not (settings.data_dir / DB_FILENAME).exists():
+            set_up_line(settings)
+        return settings
 
     return build
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.i18n import Catalogues
+from storage.crypto import KeyRing
 
 ROOT = Path(__file__).resolve().parents[2]
 RECEIPT = re.compile(r"\d{3}-\d{3}-\d{3}-\d{3}")
@@ -111,7 +112,10 @@ def test_a_key_that_does_not_match_the_data_gives_a_clear_error(tmp_path: Path) 
     (data / "keys.json").unlink()
     missing = chat(data, ["1"])
     assert missing.returncode == 2 and "key ring file" in missing.stderr and "Traceback" not in missing.stderr
-    run(["keygen"], data)
+    refused = run(["keygen"], data)  # new keys beside existing data could never read it
+    assert refused.returncode == 2 and "exists without its key ring" in refused.stderr
+    assert not (data / "keys.json").exists()
+    KeyRing.generate().save(data / "keys.json")  # another line's key ring
     wrong = chat(data, ["1"])
     assert wrong.returncode == 2
     assert "does not match this database" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -17,7 +17,7 @@ import uvicorn
 from bot.settings import Settings
 from bot.connections import Server
 from bot.web import MAX_BODY_BYTES, server_config
-from storage.crypto import KeyRing
+from tests.conftest import set_up_line
 
 TIMEOUT = 0.5  # seconds: header, body and keep-alive timeouts in these tests
 SLACK = 0.6  # what a loaded test machine may add before a timer's close is seen
@@ -77,8 +77,6 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served]
 
     async def start(**server: object) -> Served:
         keys = tmp_path / "keys.json"
-        if not keys.exists():
-            KeyRing.generate().save(keys)
         limits = {"header_timeout_seconds": TIMEOUT, "body_timeout_seconds": TIMEOUT, "keep_alive_timeout_seconds": TIMEOUT, **server}
         settings = Settings(
             _env_file=None,
@@ -89,6 +87,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Served]
             twilio={"account_sid": "AC" + "0" * 32, "auth_token": "tok", "from_number": "+15550001111"},
             server=limits,
         )
+        set_up_line(settings)  # python main.py init, once
         config = server_config(settings, port=0, timeout_graceful_shutdown=1, log_level="warning")
         instance = Server(config)
         instance.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn

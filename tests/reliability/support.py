@@ -167,6 +167,17 @@ def owns_port(pid: int, port: int) -> bool:
     return False
 
 
+def main_py(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python main.py COMMAND…`` with ``env`` (from ``serve_environment``), run to its end."""
+    return subprocess.run([sys.executable, str(MAIN), *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def set_up_line(env: dict[str, str], cwd: Path) -> None:
+    """``python main.py init`` with serve's environment: ``serve`` never makes a line itself."""
+    done = main_py(["init"], env, cwd)
+    assert done.returncode == 0, done.stderr
+
+
 class ServeProcess:
     """``python main.py serve`` in a subprocess; stderr goes to a file the test can read."""
 
@@ -183,10 +194,20 @@ class ServeProcess:
 
     @classmethod
     def start(
-        cls, environment: Callable[[int], dict[str, str]], log_path: Path, cwd: Path, attempts: int = 3, preexec_fn: Callable[[], None] | None = None
+        cls,
+        environment: Callable[[int], dict[str, str]],
+        log_path: Path,
+        cwd: Path,
+        attempts: int = 3,
+        *,
+        init: bool = False,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> ServeProcess:
         """Start on a free port and wait for /healthz; on another port if this one was taken.
+        ``init``: set the line up first (``python main.py init``), as on a new deployment.
         ``preexec_fn`` runs in the child before ``serve`` (e.g. to lower its open-files limit)."""
+        if init:
+            set_up_line(environment(free_port()), cwd)
         for _ in range(attempts):
             server = cls(environment(free_port()), log_path, cwd, preexec_fn)
             if server.wait_healthy():

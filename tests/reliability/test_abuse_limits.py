@@ -37,6 +37,7 @@ from bot.web import MAX_BODY_BYTES, create_app
 from handlers.turn import ConversationConfig
 from storage.crypto import Cipher, KeyRing
 from storage.sqlite import DB_FILENAME, SqliteStore
+from tests.conftest import set_up_line
 from tests.fakes.server import LoopbackServer
 from tests.fakes.telegram_api import FakeTelegramAPI, make_text_update
 from tests.fakes.twilio_api import FakeTwilioAPI
@@ -138,6 +139,7 @@ async def tipline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakes) -> Asy
         telegram={"token": BOT_TOKEN, "api_url": telegram_url, "webhook_secret": WEBHOOK_SECRET, "mode": "webhook"},
         officers={"telegram_chat_ids": [OFFICER_CHAT], "sms_numbers": [OFFICER_NUMBER], "full_details": True},
     )
+    set_up_line(settings)  # python main.py init
     app = create_app(settings)
     with LoopbackServer(app, lifespan="on") as server:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)

@@ -283,7 +283,7 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
     data_dir = tmp_path / "data"
     began = time.monotonic()
 
-    def start_server() -> ServeProcess:
+    def start_server(*, init: bool = False) -> ServeProcess:
         def environment(port: int) -> dict[str, str]:
             return serve_environment(
                 data_dir,
@@ -301,7 +301,7 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
                 TIPLINE_OFFICERS__SMS_NUMBERS=OFFICER_NUMBER,
             )
 
-        server = ServeProcess.start(environment, tmp_path / "serve.log", tmp_path)
+        server = ServeProcess.start(environment, tmp_path / "serve.log", tmp_path, init=init)
         servers.append(server)
         health = server.health()
         assert health["channels"] == ["sms", "telegram"] and health["database"], health
@@ -323,7 +323,7 @@ async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
     rng = random.Random(SEED)
 
     # --- 1. load, then SIGKILL ---------------------------------------------------------------------
-    first = start_server()
+    first = start_server(init=True)  # a new line: python main.py init, then serve
     stop = asyncio.Event()
 
     async def run(conv: Conversation, delay: float, seed: int) -> None:

@@ -46,6 +46,7 @@ from bot.channels.telegram.limits import FloodLimits
 from bot.logs import setup_logging
 from bot.settings import Settings
 from bot.web import create_app
+from tests.conftest import set_up_line
 from tests.fakes.server import LoopbackServer
 from tests.fakes.telegram_api import FakeTelegramAPI, make_callback_update, make_text_update
 from tests.fakes.twilio_api import FakeTwilioAPI
@@ -206,6 +207,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_stream: io.Strin
             telegram={"token": BOT_TOKEN, "api_url": telegram_api.url, "webhook_secret": WEBHOOK_SECRET, "mode": "webhook"},
             officers={"telegram_chat_ids": [OFFICER_CHAT], "telegram_user_ids": [OFFICER_USER], "sms_numbers": [OFFICER_NUMBER], "full_details": True},
         )
+        set_up_line(settings)  # python main.py init
         with LoopbackServer(create_app(settings), lifespan="on") as server, httpx.Client(base_url=server.url, timeout=30) as client:
             yield Served(client, fake_telegram, fake_twilio)
 

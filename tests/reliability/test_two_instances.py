@@ -81,7 +81,7 @@ async def test_two_instances_one_killed_mid_load(
     ports: dict[str, int] = {}
     began = time.monotonic()
 
-    def start(name: str) -> ServeProcess:
+    def start(name: str, *, init: bool = False) -> ServeProcess:
         def environment(port: int) -> dict[str, str]:
             ports[name] = ports.get(name, port)  # a restart comes back on its own port
             return serve_environment(
@@ -102,13 +102,14 @@ async def test_two_instances_one_killed_mid_load(
                 TIPLINE_OFFICERS__SMS_NUMBERS=OFFICER_NUMBER,
             )
 
-        server = ServeProcess.start(environment, tmp_path / f"serve-{name}.log", tmp_path)
+        server = ServeProcess.start(environment, tmp_path / f"serve-{name}.log", tmp_path, init=init)
         servers.append(server)
         health = server.health()
         assert health["channels"] == ["sms", "telegram"] and health["database"], health
         return server
 
-    a, b = start("a"), start("b")
+    a = start("a", init=True)  # the schema made once, by python main.py init
+    b = start("b")
     dispatcher = RoundRobin([a.url, b.url])
     conversations = [Conversation("sms", f"+1438555{i:04d}", flow) for i, flow in enumerate(SMS_FLOWS)] + [
         Conversation("telegram", str(7_200_000_001 + i), "telegram report") for i in range(TELEGRAM_CONVERSATIONS)
@@ -217,7 +218,7 @@ def test_polling_runs_on_one_instance_only(tmp_path: Path, postgres_url: str, fa
 
         return build
 
-    first = ServeProcess.start(environment("a"), tmp_path / "serve-a.log", tmp_path)
+    first = ServeProcess.start(environment("a"), tmp_path / "serve-a.log", tmp_path, init=True)
     servers.append(first)
     assert first.health()["channels"] == ["telegram"]
     second = ServeProcess(environment("b")(free_port()), tmp_path / "serve-b.log", tmp_path)

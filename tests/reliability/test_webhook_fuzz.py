@@ -41,6 +41,7 @@ from bot.channels.twilio.channel import CARRIER_STOP
 from bot.settings import Settings
 from bot.web import MAX_BODY_BYTES, create_app
 from handlers.words import fold
+from tests.conftest import set_up_line
 from tests.fakes.server import LoopbackServer
 from tests.fakes.telegram_api import FakeTelegramAPI, make_text_update
 from tests.fakes.twilio_api import FakeTwilioAPI
@@ -107,6 +108,7 @@ def tipline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tipline]:
             telegram={"token": BOT_TOKEN, "api_url": telegram_api.url, "webhook_secret": WEBHOOK_SECRET, "mode": "webhook"},
             officers={"telegram_chat_ids": [OFFICER_CHAT]},
         )
+        set_up_line(settings_)  # python main.py init
         with pytest.MonkeyPatch.context() as patch:
             fast = lambda s: telegram.build(s, limits=FAST)  # noqa: E731
             patch.setattr(registry, "FACTORIES", [fast if f is telegram.build else f for f in registry.FACTORIES])

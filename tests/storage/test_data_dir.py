@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import keygen
+from bot.line import init
 from bot.runtime import Runtime
 from storage.data_dir import RUNNING_FILENAME, DataDirBusy, DataDirLock
 
@@ -24,8 +25,9 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-async def test_a_first_run_creates_the_data_dir_0700_before_the_key_file(make_settings, tmp_path: Path) -> None:
-    settings = make_settings(data_dir=tmp_path / "fresh" / "data")
+async def test_init_creates_the_data_dir_0700_before_the_key_file(make_settings, tmp_path: Path) -> None:
+    settings = make_settings(data_dir=tmp_path / "fresh" / "data", init=False)
+    await init(settings)
     runtime = await Runtime.open(settings)
     try:
         assert _mode(settings.data_dir) == 0o700
@@ -35,10 +37,10 @@ async def test_a_first_run_creates_the_data_dir_0700_before_the_key_file(make_se
 
 
 async def test_a_data_dir_open_to_others_is_closed_to_them(make_settings, tmp_path: Path) -> None:
-    shared = tmp_path / "data"
-    shared.mkdir(mode=0o755)
+    settings = make_settings()
+    shared = settings.data_dir
     shared.chmod(0o755)
-    runtime = await Runtime.open(make_settings(data_dir=shared))
+    runtime = await Runtime.open(settings)
     await runtime.close()
     assert _mode(shared) == 0o700
 

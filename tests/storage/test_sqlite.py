@@ -127,8 +127,8 @@ async def test_schema_version_and_reopen_is_idempotent(tmp_path: Path, cipher: C
         assert await store.schema_version() == len(MIGRATIONS)
         assert (await store.tips.get("t1")).answers == {"where": "answer of t1"}
         with raw(store) as conn:
-            # The key fingerprint and the integrity flag, each written once.
-            assert sorted(r[0] for r in conn.execute("SELECT name FROM meta")) == ["integrity", "key_fingerprint"]
+            # The key fingerprint and the integrity flag, each written once; the start-up write's row.
+            assert sorted(r[0] for r in conn.execute("SELECT name FROM meta")) == ["integrity", "key_fingerprint", "opened_at"]
             assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
