@@ -203,7 +203,8 @@ def test_a_group_not_found_gets_its_alert_as_soon_as_the_bot_is_added_back(serve
     assert group.post(added) == 200
     group.alert(CATALOGUES.text("en", "alert.urgent", case=case_of(running)))
     assert group_calls(fake) == [400, 200]
-    assert running.outbox("telegram:")[0]["status"] == "delivered"
+    # Recorded once Telegram answered: a moment after the fake saw the message.
+    group.wait_for(lambda: running.outbox("telegram:")[0]["status"] == "delivered")
 
 
 def test_outbox_retry_requeues_a_dead_alert_and_the_worker_delivers_it(serve, fake: FakeTelegramAPI) -> None:
