@@ -6,10 +6,15 @@
 * A provider message id seen before returns the replies given the first time, with no side effect
   (a retried webhook never files twice, and still gets its answer).
 * The draft, the tip, its outbox rows and the processed id commit together.
+* When the storage refuses the write (a full disk, a read-only file system, a lock held elsewhere,
+  an I/O error), nothing is half-done: the person is asked, calmly and in their language when it
+  can be known, to send the message again in a few minutes; ``storage`` counts it and logs it
+  once a minute, and the same message id retried later is handled as new (nothing was kept of it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -23,6 +28,7 @@ from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, P
 from bot.pictures import PictureReceiver, Received
 from bot.rate_limit import RateLimiter, Verdict
 from bot.settings import PictureSettings
+from bot.storage_watch import StorageWatch
 from handlers import filing, followup, intake, officer, replies
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # What reading a stored draft can raise when it is not a state this release understands.
 UNREADABLE = (DecryptionError, StateError, ValueError)
+# When nothing can be written, how long the draft may take to read for the person's language: the
+# answer must reach Twilio well within its 15 s, after a write that already waited for a lock.
+LANGUAGE_READ_SECONDS = 1.0
 
 
 class Engine:
@@ -65,6 +74,7 @@ class Engine:
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self.failures = 0  # messages whose handling raised and was contained (see handle)
         self.handled = 0  # messages handled (the runtime logs how many, now and then)
+        self.storage = StorageWatch(monotonic)  # failed writes, logged once a minute; read by /healthz
         self.vocabulary = Vocabulary.from_catalogues(catalogues)
         # Channels add their sources at start; without one, a picture is "could not be received".
         self.pictures = pictures if pictures is not None else PictureReceiver(PictureSettings())
@@ -98,7 +108,7 @@ class Engine:
         if msg.earlier_sender:
             self.rate_limiter.rekey(msg.earlier_sender, msg.sender)  # a flood limit survives the boundary
         verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._monotonic())
-        if verdict is not Verdict.ALLOW and not await self._exempt_from_flood_limit(msg):
+        if verdict is not Verdict.ALLOW and not await self._exempt_or_unknown(msg):
             await self._queue_alone(outbox_rows)
             if verdict is Verdict.WARN:
                 log.warning("rate limit: %s sender %s is flooding; further messages dropped", msg.channel, msg.sender[:8])
@@ -107,11 +117,51 @@ class Engine:
                 return []
         async with self._locks.hold(msg.sender):
             try:
-                return await self._handle(msg, outbox_rows)
+                replies = await self._handle(msg, outbox_rows)
             except Exception as exc:  # noqa: BLE001 - contained here, for this message only
                 self.failures += 1
+                if self.storage.report(exc, message=True) is not None:
+                    # Nothing can be written: a second try (the rescue) would fail the same way,
+                    # after waiting as long again for a lock. Logged once a minute by the watch.
+                    return [await self._try_again(msg)]
                 log.error("%s message from %s failed (%s); keeping it\n%s", msg.channel, msg.sender[:8], type(exc).__name__, exception_outline(exc))
                 return await self._rescue(msg, outbox_rows)
+            self.storage.succeeded()
+            return replies
+
+    async def _exempt_or_unknown(self, msg: InboundMessage) -> bool:
+        """``_exempt_from_flood_limit``, or True when the storage cannot say (the message then
+        meets the failure inside ``handle``, which answers it, instead of escaping as a 500)."""
+        try:
+            return await self._exempt_from_flood_limit(msg)
+        except Exception as exc:  # noqa: BLE001 - see above
+            if self.storage.report(exc) is None:
+                log.error("flood-limit check of %s failed (%s)", msg.sender[:8], type(exc).__name__)
+            return True
+
+    async def _try_again(self, msg: InboundMessage) -> OutboundMessage:
+        """"We could not take your message, try again in a few minutes", in the conversation's
+        language when its draft can still be read, else the channel's hint, else the language of
+        the words themselves; in English and French at once when nothing tells."""
+        language = await self._stored_language(msg) or replies.hinted_language(msg.language_hint)
+        if language is None and msg.text:
+            language = self.vocabulary.read(clean(msg.text)).language
+        key = "error.retry" if language in self.catalogues.languages else "error.retry.both"
+        language = language if key == "error.retry" else "en"
+        return OutboundMessage(self.catalogues.text(language, key), (), Purpose.INFO, key, language)
+
+    async def _stored_language(self, msg: InboundMessage) -> str | None:
+        """The language of the sender's draft, read (reads often still work when writes do not:
+        a full disk, a lock) within LANGUAGE_READ_SECONDS; None when it cannot be had."""
+        try:
+            async with asyncio.timeout(LANGUAGE_READ_SECONDS):
+                for sender in _names(msg):
+                    draft = await self.store.drafts.get(sender)
+                    if draft is not None:
+                        return load_state(draft.state).language
+        except Exception:  # noqa: BLE001 - TimeoutError, the storage's own failure, an unreadable draft
+            return None
+        return None
 
     async def _queue_alone(self, rows: tuple[OutboxItem, ...]) -> None:
         """A message that is not handled (a flood) still has its rows queued."""
@@ -322,8 +372,9 @@ class Engine:
             await self._after(turn)
             return turn.replies
         except Exception as exc:  # noqa: BLE001 - the last word must still be an answer
-            log.error("%s message from %s could not be kept either (%s)", msg.channel, msg.sender[:8], type(exc).__name__)
-            return [OutboundMessage(self.catalogues.text(language, "error.retry"), (), Purpose.INFO, "error.retry", language)]
+            if self.storage.report(exc, message=True) is None:
+                log.error("%s message from %s could not be kept either (%s)", msg.channel, msg.sender[:8], type(exc).__name__)
+            return [await self._try_again(msg)]
 
     async def _keep(self, turn: Turn, text: str) -> ConversationState | None:
         sender, now = turn.msg.sender, turn.now
@@ -352,8 +403,14 @@ class Engine:
         """Expire drafts left alone past their timeout (run by a background sweeper). Each draft is
         handled on its own: one that cannot be expired is logged, set aside, and the pass goes on."""
         now = self._clock()
-        async with self.store.transaction() as tx:  # a provider retries within minutes; hours is plenty
-            await tx.processed.purge_replies_before(now - self.config.cached_reply_seconds)
+        try:
+            async with self.store.transaction() as tx:  # a provider retries within minutes; hours is plenty
+                await tx.processed.purge_replies_before(now - self.config.cached_reply_seconds)
+        except Exception as exc:
+            if self.storage.report(exc) is None:
+                raise
+            return 0  # nothing can be written: the next pass tries again (the watch logs it)
+        self.storage.succeeded()
         senders = await self.store.drafts.expired(now, limit)
         expired = alerts = 0
         for sender in senders:
@@ -368,6 +425,8 @@ class Engine:
                         alerts += await filing.expire(tx, sender, load_state(draft.state), self.config.alert_sinks, now)
                         expired += 1
             except Exception as exc:  # noqa: BLE001 - one draft must not stop the sweeper for everyone
+                if self.storage.report(exc) is not None:
+                    break  # the storage, not the draft: it stays as it is for the next pass
                 log.error("draft of %s could not be expired (%s); set aside\n%s", sender[:8], type(exc).__name__, exception_outline(exc))
                 await self._set_aside(sender, now)
         if alerts:

@@ -159,7 +159,7 @@ class TelegramChannel:
         if urlsplit(self._api_url).scheme == "http" and urlsplit(self._api_url).hostname not in _LOOPBACK:
             log.warning("the Telegram API URL is plain http on another host: the bot token crosses the network unencrypted")
         self._runtime = runtime
-        self._memory = ConversationMemory(runtime.store)
+        self._memory = ConversationMemory(runtime.store, runtime.engine.storage)
         self._stopped.clear()
         self._bot = ExtBot(
             self._token,
