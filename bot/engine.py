@@ -30,6 +30,7 @@ from bot.rate_limit import RateLimiter, Verdict
 from bot.settings import PictureSettings
 from bot.storage_watch import StorageWatch
 from handlers import filing, followup, intake, officer, replies
+from handlers.language_id import identify
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
 from handlers.understanding import Control, Reading, Vocabulary
@@ -145,7 +146,8 @@ class Engine:
         the words themselves; in English and French at once when nothing tells."""
         language = await self._stored_language(msg) or replies.hinted_language(msg.language_hint)
         if language is None and msg.text:
-            language = self.vocabulary.read(clean(msg.text)).language
+            text = clean(msg.text)
+            language = self.vocabulary.read(text).language or identify(text)
         key = "error.retry" if language in self.catalogues.languages else "error.retry.both"
         language = language if key == "error.retry" else "en"
         return OutboundMessage(self.catalogues.text(language, key), (), Purpose.INFO, key, language)

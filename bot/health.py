@@ -30,8 +30,9 @@ WAIT = 2.0
 
 
 class WriteProbe:
-    def __init__(self, every: float = CHECK_EVERY, wait: float = WAIT, clock: Callable[[], float] = time.monotonic) -> None:
-        self._every, self._wait, self._clock = every, wait, clock
+    def __init__(self, every: float | None = None, wait: float = WAIT, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = CHECK_EVERY if every is None else every
+        self._wait, self._clock = wait, clock
         self._task: asyncio.Task[str | None] | None = None
         self._started: float | None = None
         self._last: str | None = None
