@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -33,8 +29,9 @@ from handlers.turn import ConversationConfig
 from storage.crypto import Cipher
 from storage.faults import DISK_FULL, LOCKED, READ_ONLY, fault_reason
 from storage.postgres import PostgresStore, lock_id
-from storage.sqlite import DB_FILENAME, SqliteStore
+from storage.sqlite import SqliteStore
 from tests.conftest import Clock
+from tests.faults import full, lock_held_by_another_process, space_back
 
 # Longer than a database page (4 KB) once stored, so the draft needs a new (overflow) page: with
 # the database not allowed to grow, storing it fails for certain. (A short answer may still fit in
@@ -43,41 +40,6 @@ LONG_EN = "A grey van parks behind the motel every night and three young women g
 LONG_FR = "Une camionnette grise se gare derrière le motel chaque nuit, trois jeunes femmes en sortent. " * 60
 LONG_DIGITS = "1234 5678 " * 500  # words of no language
 TRY_AGAIN = ("error.retry", "error.retry.both")
-
-
-async def full(store: SqliteStore) -> None:
-    """The disk is full: the database may not grow by one page (VACUUM first, so no free page is
-    left to reuse). Every write that needs a page fails with SQLite's own SQLITE_FULL."""
-    async with store._write_lock:
-        await store._commit_batch()
-        await store._writer.execute("VACUUM")
-        async with store._writer.execute("PRAGMA page_count") as cursor:
-            (pages,) = await cursor.fetchone()
-        await store._writer.execute(f"PRAGMA max_page_count={pages}")
-
-
-async def space_back(store: SqliteStore) -> None:
-    await store._writer.execute("PRAGMA max_page_count=1073741823")
-
-
-@contextmanager
-def lock_held_by_another_process(path: Path) -> Iterator[subprocess.Popen]:
-    """Another process holds the database's write lock (BEGIN IMMEDIATE) until it is stopped."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-            "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); sys.stdin.read()"
-        ), str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        yield holder
-    finally:
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.wait(timeout=10)
-        holder.stdout.close()
 
 
 def storage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -211,7 +173,6 @@ async def test_sqlite_rolling_a_transaction_back_itself_fails_its_batch_instead_
     async with store.transaction() as tx:
         await tx.db.run("INSERT INTO meta (name, value) VALUES ('after', 'y')")
     assert await store._read.db.one("SELECT value FROM meta WHERE name = 'after'") == ("y",)
-    assert store.path.name == DB_FILENAME
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
