@@ -174,7 +174,8 @@ class Engine:
                 for row in rows:
                     await tx.outbox.add(row)
         except Exception as exc:  # noqa: BLE001 - the answer matters more; logged
-            log.error("outbox rows of a dropped message could not be queued (%s)", type(exc).__name__)
+            if self.storage.report(exc) is None:
+                log.error("outbox rows of a dropped message could not be queued (%s)", type(exc).__name__)
             return
         self._on_alerts()
 
@@ -214,7 +215,12 @@ class Engine:
         if turn.alerts_queued:
             self._on_alerts()
         if any(r.purpose is Purpose.ERASED for r in turn.replies):
-            await self.store.checkpoint()
+            try:
+                await self.store.checkpoint()
+            except Exception as exc:  # noqa: BLE001 - the erase is committed: the person is told so
+                # A full disk can refuse the checkpoint's writes; the periodic one cuts the WAL later.
+                if self.storage.report(exc) is None:
+                    log.warning("WAL checkpoint after an erase failed (%s); the periodic one will cut it", type(exc).__name__)
 
     async def _rekey(self, msg: InboundMessage, tx: Repositories) -> None:
         """First contact in a new epoch: what the tipster had under the previous epoch's pseudonym
