@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 
 # What reading a stored draft can raise when it is not a state this release understands.
 UNREADABLE = (DecryptionError, StateError, ValueError)
-# When nothing can be written, how long the draft may take to read for the person's language: the
-# answer must reach Twilio well within its 15 s, after a write that already waited for a lock.
-LANGUAGE_READ_SECONDS = 1.0
+# When nothing can be written, how long each read behind the answer may take (the cached answer of
+# a retry, the draft's language): it must reach Twilio well within its 15 s, after a write that
+# already waited up to 5 s for a lock.
+FALLBACK_READ_SECONDS = 1.0
 
 
 class Engine:
@@ -118,16 +119,17 @@ class Engine:
                 return []
         async with self._locks.hold(msg.sender):
             try:
-                replies = await self._handle(msg, outbox_rows)
+                replies, wrote = await self._handle(msg, outbox_rows)
             except Exception as exc:  # noqa: BLE001 - contained here, for this message only
                 self.failures += 1
                 if self.storage.report(exc, message=True) is not None:
                     # Nothing can be written: a second try (the rescue) would fail the same way,
                     # after waiting as long again for a lock. Logged once a minute by the watch.
-                    return [await self._try_again(msg)]
+                    return await self._answered_before(msg) or [await self._try_again(msg)]
                 log.error("%s message from %s failed (%s); keeping it\n%s", msg.channel, msg.sender[:8], type(exc).__name__, exception_outline(exc))
                 return await self._rescue(msg, outbox_rows)
-            self.storage.succeeded()
+            if wrote:  # a retry answered from the cache wrote nothing: it proves nothing about writes
+                self.storage.succeeded()
             return replies
 
     async def _exempt_or_unknown(self, msg: InboundMessage) -> bool:
@@ -152,11 +154,24 @@ class Engine:
         language = language if key == "error.retry" else "en"
         return OutboundMessage(self.catalogues.text(language, key), (), Purpose.INFO, key, language)
 
+    async def _answered_before(self, msg: InboundMessage) -> list[OutboundMessage] | None:
+        """A provider's retry of a message stored before the failure: its answer, read from the
+        cache (telling the person to send again what is safe would only file it twice)."""
+        key = _processed_key(msg)
+        if key is None:
+            return None
+        try:
+            async with asyncio.timeout(FALLBACK_READ_SECONDS):
+                earlier = await self.store.processed.replies_for(key)
+        except Exception:  # noqa: BLE001 - reads fail too: the calm answer it is
+            return None
+        return [_outbound(r) for r in earlier] if earlier else None
+
     async def _stored_language(self, msg: InboundMessage) -> str | None:
         """The language of the sender's draft, read (reads often still work when writes do not:
-        a full disk, a lock) within LANGUAGE_READ_SECONDS; None when it cannot be had."""
+        a full disk, a lock) within FALLBACK_READ_SECONDS; None when it cannot be had."""
         try:
-            async with asyncio.timeout(LANGUAGE_READ_SECONDS):
+            async with asyncio.timeout(FALLBACK_READ_SECONDS):
                 for sender in _names(msg):
                     draft = await self.store.drafts.get(sender)
                     if draft is not None:
@@ -179,7 +194,8 @@ class Engine:
             return
         self._on_alerts()
 
-    async def _handle(self, msg: InboundMessage, outbox_rows: tuple[OutboxItem, ...] = ()) -> list[OutboundMessage]:
+    async def _handle(self, msg: InboundMessage, outbox_rows: tuple[OutboxItem, ...] = ()) -> tuple[list[OutboundMessage], bool]:
+        """The replies, and whether rows were written (False for a retry answered from the cache)."""
         key = _processed_key(msg)
         pictures = await self._receive_pictures(msg, key)
         async with self.store.transaction(lock=_names(msg)) as tx:
@@ -187,7 +203,7 @@ class Engine:
                 earlier = await tx.processed.replies_for(key)
                 if earlier is not None:
                     log.info("duplicate %s message ignored (sender %s)", msg.channel, msg.sender[:8])
-                    return [_outbound(r) for r in earlier]
+                    return [_outbound(r) for r in earlier], False
             await self._rekey(msg, tx)
             turn = self._turn(msg, tx, pictures)
             await self._dispatch(turn)
@@ -198,7 +214,7 @@ class Engine:
             await self._remember(turn, key)
             await _queue(tx, turn, outbox_rows)
         await self._after(turn)
-        return turn.replies
+        return turn.replies, True
 
     async def _remember(self, turn: Turn, key: str | None) -> None:
         """Cache this turn's replies for a provider's retry. A draft erased or filed takes the
@@ -418,7 +434,7 @@ class Engine:
             if self.storage.report(exc) is None:
                 raise
             return 0  # nothing can be written: the next pass tries again (the watch logs it)
-        self.storage.succeeded()
+        # No "recovered" from here: a purge with nothing to purge commits without writing a byte.
         senders = await self.store.drafts.expired(now, limit)
         expired = alerts = 0
         for sender in senders:

@@ -63,7 +63,7 @@ class WriteProbe:
         if self._last is not None:
             # Logged once a minute with the messages' failures, even when nobody writes in. A
             # check that passes does not declare recovery: small as it is, it may fit where a
-            # message does not; the next stored message (or the expiry sweeper's write) does.
+            # message does not; the next message stored does.
             watch.failed(self._last)
         return self._last
 

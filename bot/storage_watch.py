@@ -3,8 +3,9 @@
 While writes fail (a full disk, a read-only file system, a lock held elsewhere, an I/O error) every
 message is answered "try again in a few minutes"; the log says so once a minute with the reason and
 how many people got that answer, not once per message (1,302 messages in a disk-full hour must not
-become thousands of lines on the very disk that is full). The first write that works again says
-"storage recovered" once. /healthz reads :attr:`reason` to say why it is degraded.
+become thousands of lines on the very disk that is full). The first tipster message stored again
+says "storage recovered" once (not a write that happens to fit, nor a commit with nothing in it,
+which would make the lines flap). /healthz reads :attr:`reason` to say why it is degraded.
 """
 
 from __future__ import annotations

@@ -123,6 +123,11 @@ async def test_a_read_only_database_gets_the_calm_reply_and_the_write_check_says
     assert [r[0].key for r in replies] == ["error.retry"] * 3  # EXIT too: nothing could be erased, so say so
     assert await store.write_check() == READ_ONLY and engine.storage.reason == READ_ONLY
     assert len(storage_lines(caplog)) == 1 and "read-only" in storage_lines(caplog)[0]
+    # A provider's retry of the message answered before gets that answer again (a read), and the
+    # sweeper finds nothing to purge: neither wrote a byte, so neither says "recovered".
+    assert (await engine.handle(sms("ro-1", "hello", "SMro0")))[0].key not in TRY_AGAIN
+    assert await engine.expire_due() == 0
+    assert engine.storage.reason == READ_ONLY and len(storage_lines(caplog)) == 1
     await store._writer.execute("PRAGMA query_only=OFF")
     assert (await engine.handle(sms("ro-1", "2", "SMro1")))[0].key not in TRY_AGAIN
 
