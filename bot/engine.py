@@ -28,9 +28,9 @@ from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, P
 from bot.pictures import PictureReceiver, Received
 from bot.rate_limit import RateLimiter, Verdict
 from bot.settings import PictureSettings
+from bot.refusal import FALLBACK_READ_SECONDS, Refusal
 from bot.storage_watch import StorageWatch
 from handlers import filing, followup, intake, officer, replies
-from handlers.language_id import identify
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
 from handlers.understanding import Control, Reading, Vocabulary
@@ -43,10 +43,6 @@ log = logging.getLogger(__name__)
 
 # What reading a stored draft can raise when it is not a state this release understands.
 UNREADABLE = (DecryptionError, StateError, ValueError)
-# When nothing can be written, how long each read behind the answer may take (the cached answer of
-# a retry, the draft's language): it must reach Twilio well within its 15 s, after a write that
-# already waited up to 5 s for a lock.
-FALLBACK_READ_SECONDS = 1.0
 
 
 class Engine:
@@ -78,6 +74,7 @@ class Engine:
         self.handled = 0  # messages handled (the runtime logs how many, now and then)
         self.storage = StorageWatch(monotonic)  # failed writes, logged once a minute; read by /healthz
         self.vocabulary = Vocabulary.from_catalogues(catalogues)
+        self._refusal = Refusal(store, catalogues, self.vocabulary)  # the answer when nothing can be stored
         # Channels add their sources at start; without one, a picture is "could not be received".
         self.pictures = pictures if pictures is not None else PictureReceiver(PictureSettings())
 
@@ -125,7 +122,7 @@ class Engine:
                 if self.storage.report(exc, message=True) is not None:
                     # Nothing can be written: a second try (the rescue) would fail the same way,
                     # after waiting as long again for a lock. Logged once a minute by the watch.
-                    return await self._answered_before(msg) or [await self._try_again(msg)]
+                    return await self._answered_before(msg) or [await self._refusal.answer(msg)]
                 log.error("%s message from %s failed (%s); keeping it\n%s", msg.channel, msg.sender[:8], type(exc).__name__, exception_outline(exc))
                 return await self._rescue(msg, outbox_rows)
             if wrote:  # a retry answered from the cache wrote nothing: it proves nothing about writes
@@ -142,18 +139,6 @@ class Engine:
                 log.error("flood-limit check of %s failed (%s)", msg.sender[:8], type(exc).__name__)
             return True
 
-    async def _try_again(self, msg: InboundMessage) -> OutboundMessage:
-        """"We could not take your message, try again in a few minutes", in the conversation's
-        language when its draft can still be read, else the channel's hint, else the language of
-        the words themselves; in English and French at once when nothing tells."""
-        language = await self._stored_language(msg) or replies.hinted_language(msg.language_hint)
-        if language is None and msg.text:
-            text = clean(msg.text)
-            language = self.vocabulary.read(text).language or identify(text)
-        key = "error.retry" if language in self.catalogues.languages else "error.retry.both"
-        language = language if key == "error.retry" else "en"
-        return OutboundMessage(self.catalogues.text(language, key), (), Purpose.INFO, key, language)
-
     async def _answered_before(self, msg: InboundMessage) -> list[OutboundMessage] | None:
         """A provider's retry of a message stored before the failure: its answer, read from the
         cache (telling the person to send again what is safe would only file it twice)."""
@@ -166,19 +151,6 @@ class Engine:
         except Exception:  # noqa: BLE001 - reads fail too: the calm answer it is
             return None
         return [_outbound(r) for r in earlier] if earlier else None
-
-    async def _stored_language(self, msg: InboundMessage) -> str | None:
-        """The language of the sender's draft, read (reads often still work when writes do not:
-        a full disk, a lock) within FALLBACK_READ_SECONDS; None when it cannot be had."""
-        try:
-            async with asyncio.timeout(FALLBACK_READ_SECONDS):
-                for sender in _names(msg):
-                    draft = await self.store.drafts.get(sender)
-                    if draft is not None:
-                        return load_state(draft.state).language
-        except Exception:  # noqa: BLE001 - TimeoutError, the storage's own failure, an unreadable draft
-            return None
-        return None
 
     async def _queue_alone(self, rows: tuple[OutboxItem, ...]) -> None:
         """A message that is not handled (a flood) still has its rows queued."""
@@ -398,7 +370,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the last word must still be an answer
             if self.storage.report(exc, message=True) is None:
                 log.error("%s message from %s could not be kept either (%s)", msg.channel, msg.sender[:8], type(exc).__name__)
-            return [await self._try_again(msg)]
+            return [await self._refusal.answer(msg)]
 
     async def _keep(self, turn: Turn, text: str) -> ConversationState | None:
         sender, now = turn.msg.sender, turn.now
