@@ -6,10 +6,15 @@
 * A provider message id seen before returns the replies given the first time, with no side effect
   (a retried webhook never files twice, and still gets its answer).
 * The draft, the tip, its outbox rows and the processed id commit together.
+* When the storage refuses the write (a full disk, a read-only file system, a lock held elsewhere,
+  an I/O error), nothing is half-done: the person is asked, calmly and in their language when it
+  can be known, to send the message again in a few minutes; ``storage`` counts it and logs it
+  once a minute, and the same message id retried later is handled as new (nothing was kept of it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -23,6 +28,8 @@ from bot.messages import Choice, InboundKind, InboundMessage, OutboundMessage, P
 from bot.pictures import PictureReceiver, Received
 from bot.rate_limit import RateLimiter, Verdict
 from bot.settings import PictureSettings
+from bot.refusal import FALLBACK_READ_SECONDS, Refusal
+from bot.storage_watch import StorageWatch
 from handlers import filing, followup, intake, officer, replies
 from handlers.state import Addition, AnswerWindow, ConversationState, Report, Sent, StateError, dump_state, load_state
 from handlers.turn import ConversationConfig, Turn
@@ -65,7 +72,9 @@ class Engine:
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self.failures = 0  # messages whose handling raised and was contained (see handle)
         self.handled = 0  # messages handled (the runtime logs how many, now and then)
+        self.storage = StorageWatch(monotonic)  # failed writes, logged once a minute; read by /healthz
         self.vocabulary = Vocabulary.from_catalogues(catalogues)
+        self._refusal = Refusal(store, catalogues, self.vocabulary)  # the answer when nothing can be stored
         # Channels add their sources at start; without one, a picture is "could not be received".
         self.pictures = pictures if pictures is not None else PictureReceiver(PictureSettings())
 
@@ -98,7 +107,7 @@ class Engine:
         if msg.earlier_sender:
             self.rate_limiter.rekey(msg.earlier_sender, msg.sender)  # a flood limit survives the boundary
         verdict = Verdict.ALLOW if msg.officer else self.rate_limiter.check(msg.sender, self._monotonic())
-        if verdict is not Verdict.ALLOW and not await self._exempt_from_flood_limit(msg):
+        if verdict is not Verdict.ALLOW and not await self._exempt_or_unknown(msg):
             await self._queue_alone(outbox_rows)
             if verdict is Verdict.WARN:
                 log.warning("rate limit: %s sender %s is flooding; further messages dropped", msg.channel, msg.sender[:8])
@@ -107,11 +116,41 @@ class Engine:
                 return []
         async with self._locks.hold(msg.sender):
             try:
-                return await self._handle(msg, outbox_rows)
+                replies, wrote = await self._handle(msg, outbox_rows)
             except Exception as exc:  # noqa: BLE001 - contained here, for this message only
                 self.failures += 1
+                if self.storage.report(exc, message=True) is not None:
+                    # Nothing can be written: a second try (the rescue) would fail the same way,
+                    # after waiting as long again for a lock. Logged once a minute by the watch.
+                    return await self._answered_before(msg) or [await self._refusal.answer(msg)]
                 log.error("%s message from %s failed (%s); keeping it\n%s", msg.channel, msg.sender[:8], type(exc).__name__, exception_outline(exc))
                 return await self._rescue(msg, outbox_rows)
+            if wrote:  # a retry answered from the cache wrote nothing: it proves nothing about writes
+                self.storage.succeeded()
+            return replies
+
+    async def _exempt_or_unknown(self, msg: InboundMessage) -> bool:
+        """``_exempt_from_flood_limit``, or True when the storage cannot say (the message then
+        meets the failure inside ``handle``, which answers it, instead of escaping as a 500)."""
+        try:
+            return await self._exempt_from_flood_limit(msg)
+        except Exception as exc:  # noqa: BLE001 - see above
+            if self.storage.report(exc) is None:
+                log.error("flood-limit check of %s failed (%s)", msg.sender[:8], type(exc).__name__)
+            return True
+
+    async def _answered_before(self, msg: InboundMessage) -> list[OutboundMessage] | None:
+        """A provider's retry of a message stored before the failure: its answer, read from the
+        cache (telling the person to send again what is safe would only file it twice)."""
+        key = _processed_key(msg)
+        if key is None:
+            return None
+        try:
+            async with asyncio.timeout(FALLBACK_READ_SECONDS):
+                earlier = await self.store.processed.replies_for(key)
+        except Exception:  # noqa: BLE001 - reads fail too: the calm answer it is
+            return None
+        return [_outbound(r) for r in earlier] if earlier else None
 
     async def _queue_alone(self, rows: tuple[OutboxItem, ...]) -> None:
         """A message that is not handled (a flood) still has its rows queued."""
@@ -122,11 +161,13 @@ class Engine:
                 for row in rows:
                     await tx.outbox.add(row)
         except Exception as exc:  # noqa: BLE001 - the answer matters more; logged
-            log.error("outbox rows of a dropped message could not be queued (%s)", type(exc).__name__)
+            if self.storage.report(exc) is None:
+                log.error("outbox rows of a dropped message could not be queued (%s)", type(exc).__name__)
             return
         self._on_alerts()
 
-    async def _handle(self, msg: InboundMessage, outbox_rows: tuple[OutboxItem, ...] = ()) -> list[OutboundMessage]:
+    async def _handle(self, msg: InboundMessage, outbox_rows: tuple[OutboxItem, ...] = ()) -> tuple[list[OutboundMessage], bool]:
+        """The replies, and whether rows were written (False for a retry answered from the cache)."""
         key = _processed_key(msg)
         pictures = await self._receive_pictures(msg, key)
         async with self.store.transaction(lock=_names(msg)) as tx:
@@ -134,7 +175,7 @@ class Engine:
                 earlier = await tx.processed.replies_for(key)
                 if earlier is not None:
                     log.info("duplicate %s message ignored (sender %s)", msg.channel, msg.sender[:8])
-                    return [_outbound(r) for r in earlier]
+                    return [_outbound(r) for r in earlier], False
             await self._rekey(msg, tx)
             turn = self._turn(msg, tx, pictures)
             await self._dispatch(turn)
@@ -145,7 +186,7 @@ class Engine:
             await self._remember(turn, key)
             await _queue(tx, turn, outbox_rows)
         await self._after(turn)
-        return turn.replies
+        return turn.replies, True
 
     async def _remember(self, turn: Turn, key: str | None) -> None:
         """Cache this turn's replies for a provider's retry. A draft erased or filed takes the
@@ -162,7 +203,12 @@ class Engine:
         if turn.alerts_queued:
             self._on_alerts()
         if any(r.purpose is Purpose.ERASED for r in turn.replies):
-            await self.store.checkpoint()
+            try:
+                await self.store.checkpoint()
+            except Exception as exc:  # noqa: BLE001 - the erase is committed: the person is told so
+                # A full disk can refuse the checkpoint's writes; the periodic one cuts the WAL later.
+                if self.storage.report(exc) is None:
+                    log.warning("WAL checkpoint after an erase failed (%s); the periodic one will cut it", type(exc).__name__)
 
     async def _rekey(self, msg: InboundMessage, tx: Repositories) -> None:
         """First contact in a new epoch: what the tipster had under the previous epoch's pseudonym
@@ -322,8 +368,9 @@ class Engine:
             await self._after(turn)
             return turn.replies
         except Exception as exc:  # noqa: BLE001 - the last word must still be an answer
-            log.error("%s message from %s could not be kept either (%s)", msg.channel, msg.sender[:8], type(exc).__name__)
-            return [OutboundMessage(self.catalogues.text(language, "error.retry"), (), Purpose.INFO, "error.retry", language)]
+            if self.storage.report(exc, message=True) is None:
+                log.error("%s message from %s could not be kept either (%s)", msg.channel, msg.sender[:8], type(exc).__name__)
+            return [await self._refusal.answer(msg)]
 
     async def _keep(self, turn: Turn, text: str) -> ConversationState | None:
         sender, now = turn.msg.sender, turn.now
@@ -352,8 +399,14 @@ class Engine:
         """Expire drafts left alone past their timeout (run by a background sweeper). Each draft is
         handled on its own: one that cannot be expired is logged, set aside, and the pass goes on."""
         now = self._clock()
-        async with self.store.transaction() as tx:  # a provider retries within minutes; hours is plenty
-            await tx.processed.purge_replies_before(now - self.config.cached_reply_seconds)
+        try:
+            async with self.store.transaction() as tx:  # a provider retries within minutes; hours is plenty
+                await tx.processed.purge_replies_before(now - self.config.cached_reply_seconds)
+        except Exception as exc:
+            if self.storage.report(exc) is None:
+                raise
+            return 0  # nothing can be written: the next pass tries again (the watch logs it)
+        # No "recovered" from here: a purge with nothing to purge commits without writing a byte.
         senders = await self.store.drafts.expired(now, limit)
         expired = alerts = 0
         for sender in senders:
@@ -368,6 +421,8 @@ class Engine:
                         alerts += await filing.expire(tx, sender, load_state(draft.state), self.config.alert_sinks, now)
                         expired += 1
             except Exception as exc:  # noqa: BLE001 - one draft must not stop the sweeper for everyone
+                if self.storage.report(exc) is not None:
+                    break  # the storage, not the draft: it stays as it is for the next pass
                 log.error("draft of %s could not be expired (%s); set aside\n%s", sender[:8], type(exc).__name__, exception_outline(exc))
                 await self._set_aside(sender, now)
         if alerts:

@@ -29,13 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.channels.registry import build_channels
 from bot.connections import ACCEPT_BATCH, concurrency_below_open_files, connections_log, timed_protocol
 from bot.channels.telegram.channel import TelegramSetupError
+from bot.health import WriteProbe, report
 from bot.runtime import Runtime
 from bot.settings import Settings
 from handlers.flow import FlowError
 from storage.crypto import KeyRingError
 from storage.data_dir import DataDirBusy
 from storage.opening import StorageError
-from storage.records import OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -217,30 +217,22 @@ def create_app(settings: Settings) -> Starlette:
                 await channel.stop()
             await runtime.close()
 
-    async def health() -> dict[str, object] | None:
+    probe = WriteProbe()
+
+    async def health() -> tuple[dict[str, object], int]:
+        """bot.health: "degraded" with the storage's reason (503) when the database does not take
+        a write or tipsters' messages failed to store lately."""
         runtime = state.get("runtime")
-        if runtime is None or not await runtime.store.healthy():
-            return None
-        counts = await runtime.store.outbox.counts()
-        dead = counts[OutboxStatus.DEAD]
-        # Pending rows whose target cannot be reached until someone fixes it (the bot removed from
-        # the officer group): included in "pending", and enough on their own to be "degraded".
-        unreachable = sum((await runtime.store.outbox.unreachable()).values())
-        return {
-            "status": "degraded" if dead or unreachable else "ok",
-            "database": True,
-            "schema": await runtime.store.schema_version(),
-            "channels": [c.name for c in channels],
-            "outbox": {"pending": counts[OutboxStatus.PENDING], "dead": dead, "unreachable": unreachable},
-        }
+        if runtime is None:
+            return {"status": "unavailable", "database": False}, 503
+        return await report(runtime.store, runtime.engine.storage, probe, [c.name for c in channels])
 
     async def healthz(request: Request) -> JSONResponse:
-        """Public: only whether the service is well. How many alerts wait, or which channels run,
-        tells an outsider how busy the line is; that is on /healthz/detail."""
-        found = await health()
-        if found is None:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
-        return JSONResponse({"status": found["status"]})
+        """Public: only whether the service is well. How many alerts wait, which channels run, or
+        why the storage fails tells an outsider how busy (or how stuck) the line is; that is on
+        /healthz/detail. The status code says whether tips are taken (503 when not)."""
+        found, status = await health()
+        return JSONResponse({"status": found["status"]}, status_code=status)
 
     async def healthz_detail(request: Request) -> JSONResponse:
         token = settings.server.health_token
@@ -249,10 +241,8 @@ def create_app(settings: Settings) -> Starlette:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
             return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        found = await health()
-        if found is None:
-            return JSONResponse({"status": "unavailable", "database": False}, status_code=503)
-        return JSONResponse(found)
+        found, status = await health()
+        return JSONResponse(found, status_code=status)
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/healthz/detail", healthz_detail, methods=["GET"])]
     for channel in channels:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -32,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from storage.crypto import Cipher
+from storage.faults import IO_ERROR, LOCKED, StorageBusy, fault_reason
 from storage.opening import SqlRepositories, StorageError, prepare, reencrypt_all
 from storage.senders import load_latest_peppers
 from storage.sql import Row
@@ -156,6 +158,14 @@ MIGRATIONS: tuple[str, ...] = (
 _ERASED_TABLES = "drafts, drafts_aside, cached_replies, message_refs, pseudonym_peppers, pictures, receipt_failures"
 _MIGRATION_LOCK = "tipline:migrations"
 POOL_SIZE = 10
+# A transaction waits at most this long for a pooled connection, and each of its statements at most
+# this long for a lock (lock_timeout: a row or advisory lock another session holds), so a person's
+# message gets its answer within Twilio's 15 s. A transaction that names senders (a person is
+# waiting for it) also has a statement timeout; purges and re-encryption, which name none, may
+# run long. Session-wide settings would also bound the start-up migration lock, which must wait.
+WRITE_WAIT_SECONDS = 5.0
+STATEMENT_SECONDS = 8.0
+HEALTH_ROW = "health:write"
 
 
 def lock_id(key: str) -> int:
@@ -268,12 +278,22 @@ class PostgresStore:
         """One unit of work, committed (durably: synchronous_commit) when the block exits.
         ``lock``: names (sender pseudonyms) whose transactions must not interleave, in any
         instance; taken in sorted order, so two transactions naming the same two never deadlock."""
-        async with self._pool.acquire() as conn:
+        try:
+            conn = await self._pool.acquire(timeout=WRITE_WAIT_SECONDS)
+        except TimeoutError:
+            raise StorageBusy(f"no database connection free for {WRITE_WAIT_SECONDS:.0f}s") from None
+        try:
             async with conn.transaction():
+                limits = f"SET LOCAL lock_timeout = {int(WRITE_WAIT_SECONDS * 1000)}"
+                if lock:
+                    limits += f"; SET LOCAL statement_timeout = {int(STATEMENT_SECONDS * 1000)}"
+                await conn.execute(limits)  # one round trip for both
                 db = PgDb(conn)
                 for key in sorted({k for k in lock if k}):
                     await db.lock(key)
                 yield SqlRepositories.over(db, self.cipher)
+        finally:
+            await self._pool.release(conn)
 
     async def exclusive(self, name: str) -> bool:
         """Hold ``name`` for as long as this store is open, alone among every instance; False when
@@ -311,6 +331,24 @@ class PostgresStore:
             return await self._pool.fetchval("SELECT 1", timeout=5) == 1
         except Exception:  # noqa: BLE001 - health checks report, they do not raise
             return False
+
+    async def write_check(self, wait: float = 2.0) -> str | None:
+        """Whether the database takes a write: one tiny row committed, every wait (a connection,
+        a lock, the statement) bounded by ``wait``. None when it did, else why not."""
+        ms = int(wait * 1000)
+        try:
+            async with self._pool.acquire(timeout=wait) as conn:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}")
+                    await conn.execute(
+                        "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        HEALTH_ROW, f"{time.time():.0f}", timeout=wait,
+                    )  # fmt: skip
+        except TimeoutError:  # asyncpg's own timeouts are asyncio's, the built-in one
+            return LOCKED
+        except Exception as exc:  # noqa: BLE001 - health checks report, they do not raise
+            return fault_reason(exc) or IO_ERROR
+        return None
 
     async def schema_version(self) -> int:
         return int(await self._pool.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import aiosqlite
 
 from storage.crypto import Cipher
+from storage.faults import IO_ERROR, StorageBusy, fault_reason, refine
 from storage.opening import ENCRYPTED_COLUMNS, SqlRepositories, StorageError, prepare, reencrypt_all
 from storage.senders import load_latest_peppers
 from storage.sqlite_checks import quick_check, refuse_unusable_file, unusable
@@ -31,6 +33,13 @@ log = logging.getLogger(__name__)
 
 DB_FILENAME = "tipline.sqlite3"
 _MAX_BATCH = 64  # under constant load, commit at least this often
+# How long a transaction waits to start writing, first for this process's writes ahead of it, then
+# (BEGIN IMMEDIATE's busy timeout) for another process holding the file's write lock; then it fails
+# (StorageBusy, or SQLite's "database is locked"). A person's message must get its answer within
+# Twilio's 15 s whatever holds the database, and every message queued behind a held lock must not
+# wait 5 s more than the one before it.
+WRITE_WAIT_SECONDS = 5.0
+HEALTH_ROW = "health:write"
 
 # Numbered migrations; PRAGMA user_version holds how many have run. Append, never edit.
 MIGRATIONS: tuple[str, ...] = (
@@ -259,7 +268,7 @@ class SqliteStore:
         return cls(path, cipher, writer, reader)
 
     @asynccontextmanager
-    async def transaction(self, *, lock: tuple[str, ...] = ()) -> AsyncIterator[SqlRepositories]:
+    async def transaction(self, *, lock: tuple[str, ...] = (), wait: float = WRITE_WAIT_SECONDS) -> AsyncIterator[SqlRepositories]:
         """One unit of work, durable when the ``async with`` block exits.
 
         Group commit: transactions that queue up while one is running share a single COMMIT (one
@@ -268,29 +277,47 @@ class SqliteStore:
         holds exactly as with one COMMIT per transaction; it just costs one fsync per batch.
 
         ``lock`` (senders whose messages must not interleave) needs nothing here: one process
-        writes, one transaction at a time."""
+        writes, one transaction at a time.
+
+        ``wait``: at most how long to wait before writing starts (see WRITE_WAIT_SECONDS)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         self._queued += 1
         acquired = False
         try:
-            async with self._write_lock:
+            try:
+                # wait_for, not asyncio.timeout: a lock granted as the time runs out is returned, never leaked.
+                await asyncio.wait_for(self._write_lock.acquire(), wait)
+            except TimeoutError:
+                raise StorageBusy(f"the database was busy for {wait:.0f}s") from None
+            try:
                 self._queued -= 1
                 acquired = True
                 if self._batch is None:
-                    await self._statements("BEGIN IMMEDIATE")  # may wait for another process
-                    self._batch = asyncio.get_running_loop().create_future()
+                    # What is left of the deadline is how long BEGIN may wait for another process.
+                    busy_ms = max(0, int((deadline - loop.time()) * 1000))
+                    await self._statements(f"PRAGMA busy_timeout={busy_ms}", "BEGIN IMMEDIATE")
+                    self._batch = loop.create_future()
                     self._batch_size = 0
                 batch = self._batch
                 self._batch_size += 1
                 self._unit.execute("SAVEPOINT unit").close()
                 try:
                     yield self._write
-                except BaseException:
+                except BaseException as exc:
+                    if not self._unit.in_transaction:
+                        # SQLite rolled the whole transaction back itself (SQLITE_FULL, an I/O
+                        # error mid-statement): the batch is gone, with what others put in it.
+                        self._abandon_batch(exc)
+                        raise
                     self._unit.execute("ROLLBACK TO unit").close()
                     self._unit.execute("RELEASE unit").close()
                     await self._commit_if_last()
                     raise
                 self._unit.execute("RELEASE unit").close()
                 await self._commit_if_last()
+            finally:
+                self._write_lock.release()
         finally:
             if not acquired:
                 # Cancelled while queued: whoever counted on us to commit the batch did not.
@@ -330,6 +357,14 @@ class SqliteStore:
             raise
         batch.set_result(None)
 
+    def _abandon_batch(self, exc: BaseException) -> None:
+        """The open batch ended without a COMMIT: every transaction that joined it fails with
+        ``exc`` (none of it was written), and the next one begins afresh."""
+        batch, self._batch = self._batch, None
+        if batch is not None and not batch.done():
+            batch.set_exception(exc if isinstance(exc, Exception) else RuntimeError("transaction interrupted"))
+            batch.exception()  # mark retrieved: the waiters re-raise it themselves
+
     async def exclusive(self, name: str) -> bool:
         """Hold ``name`` for as long as this store is open, alone among the processes on this data
         directory (a lock file; the kernel frees it when the process ends); False when another
@@ -367,6 +402,22 @@ class SqliteStore:
                 return (await cursor.fetchone()) == (1,)
         except Exception:  # noqa: BLE001 - health checks report, they do not raise
             return False
+
+    async def write_check(self, wait: float = 2.0) -> str | None:
+        """Whether the database takes a write: one tiny row committed (a WAL frame and its fsync),
+        waiting at most ``wait`` for a lock. None when it did, else why not ("disk full",
+        "read-only", "locked", "I/O error"). A COMMIT stuck in a hung disk is not bounded here:
+        the caller waits for this without cancelling it (a cancelled COMMIT would fail the batch
+        it shares with other transactions)."""
+        try:
+            async with self.transaction(wait=wait) as tx:
+                await tx.db.run(
+                    "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (HEALTH_ROW, f"{time.time():.0f}"),
+                )
+        except Exception as exc:  # noqa: BLE001 - health checks report, they do not raise
+            return refine(fault_reason(exc) or IO_ERROR, self.path.parent)
+        return None
 
     async def schema_version(self) -> int:
         async with self._reader.execute("PRAGMA user_version") as cursor:

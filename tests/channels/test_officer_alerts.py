@@ -178,7 +178,7 @@ def test_a_group_that_removed_the_bot_keeps_the_alert_pending_until_the_bot_is_b
     assert delivered["id"] == row["id"] and (delivered["attempts"], delivered["unreachable"]) == (0, 0)
     assert delivered["last_error"] is None
     assert health(running) | {"channels": None, "schema": None} == {
-        "status": "ok", "database": True, "channels": None, "schema": None,
+        "status": "ok", "database": True, "storage": "ok", "channels": None, "schema": None,
         "outbox": {"pending": 0, "dead": 0, "unreachable": 0},
     }  # fmt: skip
     assert any("reachable again" in r.getMessage() for r in caplog.records)

@@ -159,7 +159,7 @@ class TelegramChannel:
         if urlsplit(self._api_url).scheme == "http" and urlsplit(self._api_url).hostname not in _LOOPBACK:
             log.warning("the Telegram API URL is plain http on another host: the bot token crosses the network unencrypted")
         self._runtime = runtime
-        self._memory = ConversationMemory(runtime.store)
+        self._memory = ConversationMemory(runtime.store, runtime.engine.storage)
         self._stopped.clear()
         self._bot = ExtBot(
             self._token,
@@ -374,7 +374,10 @@ class TelegramChannel:
             return self._failed(raw.update_id, exc)
 
     def _failed(self, update_id: int, exc: Exception) -> Outcome:
-        log.error("telegram update %s failed (%s)\n%s", update_id, type(exc).__name__, exception_outline(exc))
+        runtime = self._runtime
+        # A storage failure (a full disk) is the watch's to log, once a minute, not once per update.
+        if runtime is None or runtime.engine.storage.report(exc) is None:
+            log.error("telegram update %s failed (%s)\n%s", update_id, type(exc).__name__, exception_outline(exc))
         return self._retry_or_give_up(update_id)
 
     def _retry_or_give_up(self, update_id: int) -> Outcome:

@@ -9,6 +9,7 @@ import time
 from telegram import Bot
 from telegram.error import BadRequest
 
+from bot.storage_watch import StorageWatch
 from storage.interfaces import Store
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,9 @@ DELETE_CHUNK = 100  # Telegram's maximum per deleteMessages call
 
 
 class ConversationMemory:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, watch: StorageWatch | None = None) -> None:
         self.store = store
+        self._watch = watch if watch is not None else StorageWatch()
 
     async def remember(self, sender: str, refs: list[str]) -> None:
         """Best effort: the replies are already out; a failure only affects later deletion."""
@@ -28,7 +30,9 @@ class ConversationMemory:
             async with self.store.transaction() as tx:
                 await tx.message_refs.add(sender, refs, time.time())
         except Exception as exc:  # noqa: BLE001 - see above
-            log.error("telegram message ids of %s not recorded (%s)", sender[:8], type(exc).__name__)
+            # A storage failure is the watch's to log, once a minute, not once per update.
+            if self._watch.report(exc) is None:
+                log.error("telegram message ids of %s not recorded (%s)", sender[:8], type(exc).__name__)
 
     async def forget(self, sender: str) -> None:
         async with self.store.transaction() as tx:

@@ -56,8 +56,9 @@ async def queue_redaction(runtime: Runtime, sid: str, media: list[str] | None = 
     try:
         async with runtime.store.transaction() as tx:
             await tx.outbox.add(redaction(sid, media, delay))
-    except Exception:  # noqa: BLE001 - the tip is safe; the person must still get the answer
-        log.exception("could not queue the redaction of a Twilio message")
+    except Exception as exc:  # noqa: BLE001 - the tip is safe; the person must still get the answer
+        if runtime.engine.storage.report(exc) is None:  # a storage failure: logged once a minute there
+            log.exception("could not queue the redaction of a Twilio message")
         return
     runtime.worker.wake()
 
