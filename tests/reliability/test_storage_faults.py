@@ -30,7 +30,7 @@ import pytest
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.web import create_app
-from tests.conftest import HEALTH_HEADERS
+from tests.conftest import HEALTH_HEADERS, set_up_line
 from tests.faults import full, lock_held_by_another_process, space_back
 from tests.fakes.server import LoopbackServer
 from tests.fakes.telegram_api import FakeTelegramAPI, make_text_update
@@ -102,6 +102,7 @@ async def tipline(tmp_path: Path, fakes, caplog: pytest.LogCaptureFixture) -> As
         twilio={"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": FROM_NUMBER, "api_url": twilio_url},
         telegram={"token": BOT_TOKEN, "api_url": telegram_url, "webhook_secret": WEBHOOK_SECRET, "mode": "webhook"},
     )
+    set_up_line(settings)  # python main.py init: serve never makes a line itself
     app = create_app(settings)
     with LoopbackServer(app, lifespan="on") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
