@@ -150,6 +150,7 @@ class OutboxWorker:
         return self._lanes[lane]
 
     def wake(self) -> None:
+        self.journal.retry_soon()  # woken after a commit: outcomes kept in memory can go now
         for state in self._lanes.values():
             state.wake.set()
 

@@ -22,7 +22,7 @@ from storage.interfaces import Repositories, Store
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 60.0  # seconds between two lines saying outcomes still wait for the database
-MAX_RETRY_DELAY = 30.0
+MAX_RETRY_DELAY = 10.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,11 @@ class Journal:
     def retry_at(self) -> float | None:
         """When the waiting outcomes are next written, or None when nothing waits."""
         return self._retry_at if self.waiting else None
+
+    def retry_soon(self) -> None:
+        """Something was just committed (the worker was woken for new rows): the database takes
+        writes again, so what waits is written at the next pass, not after its backoff."""
+        self._retry_at = 0.0
 
     async def record(self, outcomes: dict[str, Outcome]) -> bool:
         """Write these outcomes (with any still waiting) in one transaction; keep them here when
