@@ -266,16 +266,6 @@ def fakes() -> Iterator[tuple[FakeTelegramAPI, str, FakeTwilioAPI, str]]:
         yield telegram, telegram_server.url, twilio, twilio_server.url
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServeProcess]]:
-    """Every server the test starts is gone when it ends, whatever happened."""
-    started: list[ServeProcess] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.kill()
-
-
 async def test_sigkill_mid_load_loses_nothing_and_files_nothing_twice(
     tmp_path: Path, fakes, servers: list[ServeProcess], request: pytest.FixtureRequest
 ) -> None:

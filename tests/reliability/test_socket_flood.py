@@ -110,15 +110,6 @@ def many_descriptors() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServeProcess]]:
-    started: list[ServeProcess] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.kill()
-
-
 def limited(soft: int, hard: int) -> Callable[[], None]:
     def lower() -> None:  # in the child, before `serve` runs
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

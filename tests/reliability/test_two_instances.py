@@ -51,7 +51,7 @@ from tests.reliability.support import (
     free_port,
     serve_environment,
 )
-from tests.reliability.test_crash_safety import (  # noqa: F401 - fakes and servers are fixtures used by name
+from tests.reliability.test_crash_safety import (  # noqa: F401 - fakes is a fixture used by name
     FILES_A_TIP,
     SEED,
     SMS_FLOWS,
@@ -63,7 +63,6 @@ from tests.reliability.test_crash_safety import (  # noqa: F401 - fakes and serv
     alerts_in_a_providers_hands,
     assert_each_alert_once,
     fakes,
-    servers,
     telegram_receipts,
     wait_until,
 )
